@@ -1,0 +1,47 @@
+"""The ``robustrec`` command: a thin shell over the public API.
+
+Each sub-command lives in its own module exposing ``add_parser(subparsers)`` (which sets
+``func`` on its parser) and is wired here. User errors (:class:`RobustRecError`) print one line on
+stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from robustrec import __version__
+from robustrec.errors import RobustRecError
+
+COMMANDS = ("ingest", "train", "evaluate", "audit", "report", "check", "demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="robustrec",
+        description="Train multimodal recommenders with robust strategies and audit their robustness.",
+    )
+    parser.add_argument("--version", action="version", version=f"robustrec {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        module = importlib.import_module(f"robustrec.cli.{name}")
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except RobustRecError as exc:
+        print(f"robustrec {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"robustrec {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Recommender models and their registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from robustrec.data.dataset import Dataset
+from robustrec.hparams import check_params
+from robustrec.models.base import EmbeddingTable, Recommender, Scorer
+from robustrec.models.pop import Popularity
+from robustrec.models.vbpr import VBPR
+from robustrec.registry import Registry
+
+MODELS: Registry[Recommender] = Registry("model")
+for _cls in (Popularity, VBPR):
+    MODELS.register(_cls.name)(_cls)
+
+
+def build_model(
+    name: str, dataset: Dataset, generator: torch.Generator | None = None, **params: Any
+) -> Recommender:
+    """Build a registered model on ``dataset`` with explicit hyper-parameters."""
+    factory = MODELS.get(name)
+    check_params(factory, params, f"model {name!r}")
+    return factory(dataset, generator=generator, **params)
+
+
+__all__ = ["MODELS", "EmbeddingTable", "Recommender", "Scorer", "build_model"]

@@ -1,0 +1,143 @@
+"""The model protocol every recommender implements.
+
+A model is built from a :class:`~robustrec.data.Dataset` plus explicit, typed keyword
+hyper-parameters. It exposes:
+
+- :meth:`Recommender.loss` -- the training loss of one prepared batch;
+- :meth:`Recommender.scorer` -- scores of a block of users over all items (inference);
+- :meth:`Recommender.embedding_tables` -- the named learnable embedding tables that the noise
+  perturbation targets;
+- :meth:`Recommender.adversarial_inputs` -- the item-feature tensors its loss reads, which AMR perturbs;
+- :meth:`Recommender.with_features` -- an independent copy using other item features, with every
+  feature-derived structure (kNN graphs, ...) rebuilt from them.
+
+Only learnable tensors are persistent state; graphs and features are non-persistent buffers rebuilt
+from the dataset, so checkpoints hold weights only.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+
+from robustrec.data.dataset import Dataset, ItemFeatures
+from robustrec.data.sampling import Batch
+
+Scorer = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class EmbeddingTable:
+    """A learnable embedding table: ``rows`` rows of parameter ``name`` starting at ``offset``."""
+
+    name: str
+    kind: Literal["item", "user", "feature"]
+    offset: int
+    rows: int
+
+
+def default_generator(generator: torch.Generator | None) -> torch.Generator:
+    return generator if generator is not None else torch.Generator().manual_seed(0)
+
+
+class Recommender(nn.Module):
+    """Base class. Subclasses define ``name`` and implement ``loss`` and ``inference_embeddings``."""
+
+    name: ClassVar[str] = ""
+    #: True when the scores depend on the raw item features at inference time.
+    reads_features_at_inference: ClassVar[bool] = False
+    #: False for models without learnable parameters (popularity): the trainer only evaluates them.
+    trainable: ClassVar[bool] = True
+
+    hparams: dict[str, Any]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Record each model's keyword hyper-parameters so copies can be rebuilt exactly."""
+        super().__init_subclass__(**kwargs)
+        if "__init__" not in cls.__dict__:
+            return
+        init = cls.__init__
+        signature = inspect.signature(init)
+
+        @functools.wraps(init)
+        def recording_init(self, dataset, *args, **kw):
+            init(self, dataset, *args, **kw)
+            if type(self) is cls:
+                bound = signature.bind(self, dataset, *args, **kw)
+                bound.apply_defaults()
+                self.hparams = {
+                    k: v for k, v in bound.arguments.items() if k not in ("self", "dataset", "generator")
+                }
+
+        cls.__init__ = recording_init
+
+    def __init__(self, dataset: Dataset) -> None:
+        super().__init__()
+        self.dataset = dataset
+        self.n_users = dataset.n_users
+        self.n_items = dataset.n_items
+        self.hparams = {}
+
+    # ---- what subclasses implement ---------------------------------------------------------
+    def loss(self, batch: Batch, perturb: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Training loss of ``batch``. ``perturb`` maps a modality to an additive perturbation of
+        the feature tensor named by :meth:`adversarial_inputs` (used by AMR)."""
+        raise NotImplementedError
+
+    def inference_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """User and item representations whose dot products are the scores."""
+        raise NotImplementedError
+
+    def embedding_tables(self) -> list[EmbeddingTable]:
+        """The learnable embedding tables (user, item, learnable feature tables)."""
+        return []
+
+    def adversarial_inputs(self) -> dict[str, torch.Tensor]:
+        """The item-feature tensors the loss reads, by modality; AMR perturbs these."""
+        return {}
+
+    def pre_epoch(self, generator: torch.Generator | None) -> None:
+        """Called once before each training epoch (e.g. FREEDOM samples its pruned graph)."""
+
+    # ---- provided ----------------------------------------------------------------------------
+    @property
+    def features(self) -> ItemFeatures:
+        return self.dataset.features
+
+    @property
+    def device(self) -> torch.device:
+        for tensor in list(self.parameters()) + list(self.buffers()):
+            return tensor.device
+        return torch.device("cpu")
+
+    @torch.no_grad()
+    def scorer(self) -> Scorer:
+        """Compute the representations once; return a function scoring a block of users."""
+        users, items = self.inference_embeddings()
+        items_t = items.T.contiguous()
+        return lambda block: users[block] @ items_t
+
+    def item_tables(self) -> list[EmbeddingTable]:
+        return [t for t in self.embedding_tables() if t.kind == "item"]
+
+    def copy_with(self, dataset: Dataset | None = None) -> Recommender:
+        """An independent copy (own weights) built on ``dataset`` (default: the same one)."""
+        clone = type(self)(dataset if dataset is not None else self.dataset, **self.hparams)
+        clone.load_state_dict(self.state_dict())
+        return clone.to(self.device).train(self.training)
+
+    def with_features(self, features: ItemFeatures) -> Recommender:
+        """A copy that uses ``features``; graphs derived from features are rebuilt from them."""
+        return self.copy_with(self.dataset.with_features(features))
+
+    def register_features(self, features: ItemFeatures) -> None:
+        """Keep the raw features as non-persistent buffers so ``.to(device)`` moves them."""
+        for name in ("image", "text"):
+            value = getattr(features, name)
+            self.register_buffer(f"{name}_feat", value, persistent=False)
