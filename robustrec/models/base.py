@@ -17,8 +17,10 @@ from the dataset, so checkpoints hold weights only.
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -44,6 +46,27 @@ class EmbeddingTable:
 
 def default_generator(generator: torch.Generator | None) -> torch.Generator:
     return generator if generator is not None else torch.Generator().manual_seed(0)
+
+
+def seeded_linear(
+    in_features: int,
+    out_features: int,
+    generator: torch.Generator,
+    weight_init: Callable[..., torch.Tensor] | None = None,
+) -> nn.Linear:
+    """An ``nn.Linear`` initialised from ``generator`` alone (the global RNG is not touched).
+
+    Weight and bias follow PyTorch's default (both U(-1/sqrt(in), 1/sqrt(in))), unless ``weight_init``
+    (e.g. ``nn.init.xavier_normal_``, called with ``generator=``) initialises the weight.
+    """
+    layer = nn.utils.skip_init(nn.Linear, in_features, out_features)
+    if weight_init is None:
+        nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+    else:
+        weight_init(layer.weight, generator=generator)
+    bound = 1.0 / math.sqrt(in_features) if in_features > 0 else 0.0
+    nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+    return layer
 
 
 class Recommender(nn.Module):
@@ -132,6 +155,13 @@ class Recommender(nn.Module):
         clone.load_state_dict(self.state_dict())
         return clone.to(self.device).train(self.training)
 
+    def weights_copy(self) -> Recommender:
+        """A cheap copy with its own parameters that shares every buffer (graphs, features).
+
+        Buffers are never modified in place (models re-assign them), so sharing is safe; this is
+        what a weight perturbation needs without rebuilding graphs."""
+        return _weights_copy(self)
+
     def with_features(self, features: ItemFeatures) -> Recommender:
         """A copy that uses ``features``; graphs derived from features are rebuilt from them."""
         return self.copy_with(self.dataset.with_features(features))
@@ -141,3 +171,14 @@ class Recommender(nn.Module):
         for name in ("image", "text"):
             value = getattr(features, name)
             self.register_buffer(f"{name}_feat", value, persistent=False)
+
+
+def _weights_copy(module: nn.Module) -> nn.Module:
+    clone = copy.copy(module)
+    clone._parameters = {
+        name: None if p is None else nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad)
+        for name, p in module._parameters.items()
+    }
+    clone._buffers = dict(module._buffers)
+    clone._modules = {name: None if m is None else _weights_copy(m) for name, m in module._modules.items()}
+    return clone

@@ -9,15 +9,27 @@ from __future__ import annotations
 from typing import Any
 
 from robustrec.errors import ConfigError
-from robustrec.hparams import accepted, check_params
+from robustrec.hparams import accepted, check_params, parse_params
 from robustrec.registry import Registry
+from robustrec.strategies.amr import AMR
 from robustrec.strategies.base import Strategy
 from robustrec.strategies.mirror import MirrorGradient
 from robustrec.strategies.plain import Plain
+from robustrec.strategies.sam import SAM, SSAMDynamic, SSAMFisher
 
 STRATEGIES: Registry[Strategy] = Registry("strategy")
-for _cls in (Plain, MirrorGradient):
+for _cls in (Plain, MirrorGradient, AMR, SAM, SSAMFisher, SSAMDynamic):
     STRATEGIES.register(_cls.name)(_cls)
+
+
+def objectives() -> list[str]:
+    """Strategies that only define the loss minimised (they can go before ``+``)."""
+    return [n for n in STRATEGIES.names() if getattr(STRATEGIES.get(n), "is_objective", False)]
+
+
+def update_rules() -> list[str]:
+    """Strategies that can wrap an objective (they can go after ``+``)."""
+    return [n for n in STRATEGIES.names() if "objective" in accepted(STRATEGIES.get(n))]
 
 
 def _split(params: dict[str, Any], factory) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -39,10 +51,14 @@ def build_strategy(name: str, **params: Any) -> Strategy:
         raise ConfigError(f"strategy {name!r}: combine at most two strategies, e.g. amr+mirror")
     inner_name, outer_name = parts
     inner_factory, outer_factory = STRATEGIES.get(inner_name), STRATEGIES.get(outer_name)
+    usage = f"use OBJECTIVE+RULE with an objective in {{{', '.join(objectives())}}} and a rule in {{{', '.join(update_rules())}}}"
     if "objective" not in accepted(outer_factory):
-        raise ConfigError(f"strategy {name!r} is not defined: {outer_name!r} cannot wrap another strategy")
+        raise ConfigError(f"strategy {name!r} is not defined: {outer_name!r} cannot wrap another strategy; {usage}")
     if not getattr(inner_factory, "is_objective", False):
-        raise ConfigError(f"strategy {name!r} is not defined: {inner_name!r} is an update rule, not an objective")
+        raise ConfigError(
+            f"strategy {name!r} is not defined: {inner_name!r} is an update rule, not an objective, "
+            f"and two update rules cannot be combined; {usage}"
+        )
     outer_params, rest = _split(params, outer_factory)
     inner_params, unknown = _split(rest, inner_factory)
     if unknown:
@@ -50,4 +66,28 @@ def build_strategy(name: str, **params: Any) -> Strategy:
     return outer_factory(objective=inner_factory(**inner_params), **outer_params)
 
 
-__all__ = ["STRATEGIES", "Strategy", "build_strategy", "MirrorGradient", "Plain"]
+def parse_strategy_params(name: str, pairs: list[str]) -> dict[str, Any]:
+    """Parse ``key=value`` strings for strategy ``name`` (each part of ``a+b`` takes its own keys)."""
+    factories = [STRATEGIES.get(part) for part in name.split("+")]
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key = pair.partition("=")[0].strip().replace("-", "_")
+        owner = next((f for f in factories if key in accepted(f)), factories[-1])
+        params.update(parse_params(owner, [pair], f"strategy {name!r}"))
+    return params
+
+
+__all__ = [
+    "AMR",
+    "SAM",
+    "STRATEGIES",
+    "MirrorGradient",
+    "Plain",
+    "SSAMDynamic",
+    "SSAMFisher",
+    "Strategy",
+    "build_strategy",
+    "objectives",
+    "parse_strategy_params",
+    "update_rules",
+]

@@ -1,0 +1,42 @@
+"""``robustrec evaluate``: evaluate a saved run's best checkpoint again."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from robustrec.cli.common import add_device_argument, open_data, print_metrics
+from robustrec.evaluate import Evaluator
+from robustrec.io import write_json
+from robustrec.runs import open_run
+from robustrec.train import resolve_device
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a saved run",
+        description="Load a run's best checkpoint, evaluate it on valid and test, print the metrics and "
+        "write them to RUN/evaluation.json.",
+    )
+    p.add_argument("--run", required=True, help="run folder written by `robustrec train`")
+    p.add_argument("--data", metavar="DIR", help="dataset folder (default: the one the run was trained on)")
+    add_device_argument(p)
+    p.set_defaults(func=run)
+
+
+def evaluate_run(run_path: str | Path, data: str | None = None, device: str = "cpu") -> dict[str, dict[str, float]]:
+    run = open_run(run_path)
+    dataset = open_data(data or run.dataset_path)
+    dev = resolve_device(device)
+    model = run.load_model(dataset, dev)
+    topk = run.spec.train.topk
+    return {split: Evaluator(dataset, split, topk, dev).evaluate(model).metrics for split in ("valid", "test")}
+
+
+def run(args: argparse.Namespace) -> int:
+    results = evaluate_run(args.run, args.data, args.device)
+    for split, metrics in results.items():
+        print_metrics(f"{split}:", metrics)
+    write_json(Path(args.run) / "evaluation.json", results)
+    return 0

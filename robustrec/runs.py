@@ -1,0 +1,232 @@
+"""Run folders: what a training run writes and how a saved run is loaded back.
+
+A run folder holds
+
+- ``run.json``        the run's specification, dataset identity and provenance;
+- ``model.safetensors`` the best-validation weights (safetensors: no pickle), with the config hash
+  and dataset fingerprint in its metadata;
+- ``state.pt``        the resume state after the last finished epoch (tensors and numbers only,
+  read with ``torch.load(weights_only=True)``); removed when the run completes;
+- ``log.jsonl``       one line per epoch;
+- ``metrics.json``    the final metrics: best validation and the test metrics at that epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import platform
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from robustrec import __version__
+from robustrec.data.dataset import Dataset
+from robustrec.errors import ConfigError, DataError
+from robustrec.evaluate import DEFAULT_TOPK, parse_metric
+from robustrec.io import atomic_path, write_json
+from robustrec.models import Recommender, build_model
+
+RUN_FILE = "run.json"
+WEIGHTS_FILE = "model.safetensors"
+STATE_FILE = "state.pt"
+LOG_FILE = "log.jsonl"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Trainer settings with MMRec's defaults."""
+
+    epochs: int = 1000
+    patience: int = 20
+    batch_size: int = 2048
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    seed: int = 999
+    device: str = "cpu"
+    topk: tuple[int, ...] = DEFAULT_TOPK
+    valid_metric: str = "recall@20"
+    eval_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0:
+            raise ConfigError("epochs must be >= 0")
+        if self.patience < 1:
+            raise ConfigError("patience must be >= 1")
+        if self.batch_size < 1:
+            raise ConfigError("batch size must be >= 1")
+        if self.eval_every < 1:
+            raise ConfigError("eval_every must be >= 1")
+        _, k = parse_metric(self.valid_metric)
+        if k not in self.topk:
+            raise ConfigError(f"valid metric {self.valid_metric} needs k={k} among the top-k values {self.topk}")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines a training run (except the dataset, identified by fingerprint)."""
+
+    model: str
+    strategy: str = "plain"
+    model_params: Mapping[str, Any] = field(default_factory=dict)
+    strategy_params: Mapping[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["model_params"] = dict(self.model_params)
+        out["strategy_params"] = dict(self.strategy_params)
+        out["train"]["topk"] = list(self.train.topk)
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunSpec:
+        train = dict(data.get("train", {}))
+        if "topk" in train:
+            train["topk"] = tuple(train["topk"])
+        return cls(
+            model=data["model"],
+            strategy=data.get("strategy", "plain"),
+            model_params=dict(data.get("model_params", {})),
+            strategy_params=dict(data.get("strategy_params", {})),
+            train=TrainConfig(**train),
+        )
+
+    def config_hash(self) -> str:
+        """Hash of everything that changes the trained weights (the device is left out)."""
+        data = self.to_json()
+        data["train"].pop("device")
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def provenance(device: str | torch.device) -> dict[str, Any]:
+    return {
+        "robustrec_version": __version__,
+        "git_commit": git_commit(),
+        "torch_version": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def git_commit() -> str | None:
+    """The commit of the robustrec source tree, if it is a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def dataset_identity(dataset: Dataset) -> dict[str, Any]:
+    return {
+        "name": dataset.name,
+        "path": str(dataset.root) if dataset.root else None,
+        "fingerprint": dataset.fingerprint,
+        "n_users": dataset.n_users,
+        "n_items": dataset.n_items,
+    }
+
+
+def save_weights(path: Path, model: Recommender, metadata: dict[str, str]) -> None:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        return load_file(str(path)), metadata
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise DataError(f"{path}: corrupt or unreadable checkpoint ({exc})") from None
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished (or interrupted) run folder, read back."""
+
+    path: Path
+    spec: RunSpec
+    info: dict[str, Any]
+
+    @property
+    def dataset_path(self) -> str | None:
+        return self.info["dataset"].get("path")
+
+    @property
+    def dataset_fingerprint(self) -> str:
+        return self.info["dataset"]["fingerprint"]
+
+    @property
+    def metrics(self) -> dict[str, Any] | None:
+        path = self.path / METRICS_FILE
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def check_dataset(self, dataset: Dataset) -> None:
+        if dataset.fingerprint != self.dataset_fingerprint:
+            raise DataError(
+                f"run {self.path} was trained on dataset {self.info['dataset']['name']!r} "
+                f"(fingerprint {self.dataset_fingerprint}), not on {dataset.name!r} ({dataset.fingerprint})"
+            )
+
+    def load_model(self, dataset: Dataset, device: str | torch.device = "cpu") -> Recommender:
+        """The best-validation model, rebuilt on ``dataset`` (which must be the training dataset)."""
+        self.check_dataset(dataset)
+        model = build_model(self.spec.model, dataset, **self.spec.model_params)
+        path = self.path / WEIGHTS_FILE
+        if not path.is_file():
+            raise DataError(f"{self.path}: no checkpoint ({WEIGHTS_FILE}); the run has not finished an epoch")
+        tensors, metadata = load_weights(path)
+        if metadata.get("dataset_fingerprint", dataset.fingerprint) != dataset.fingerprint:
+            raise DataError(f"{path}: checkpoint is from another dataset ({metadata['dataset_fingerprint']})")
+        try:
+            model.load_state_dict(tensors, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise DataError(f"{path}: checkpoint does not match model {self.spec.model!r}: {first}") from None
+        return model.to(device)
+
+
+def open_run(path: str | Path) -> Run:
+    path = Path(path)
+    run_file = path / RUN_FILE
+    if not run_file.is_file():
+        raise DataError(f"{path} is not a robustrec run folder (no {RUN_FILE})")
+    try:
+        info = json.loads(run_file.read_text(encoding="utf-8"))
+        spec = RunSpec.from_json(info["spec"])
+        info["dataset"]["fingerprint"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DataError(f"{run_file}: malformed run file ({exc})") from None
+    return Run(path, spec, info)
+
+
+def write_run_file(path: Path, spec: RunSpec, dataset: Dataset, strategy_label: str) -> None:
+    write_json(
+        path / RUN_FILE,
+        {
+            "spec": spec.to_json(),
+            "config_hash": spec.config_hash(),
+            "strategy_label": strategy_label,
+            "dataset": dataset_identity(dataset),
+            "provenance": provenance(spec.train.device),
+        },
+    )

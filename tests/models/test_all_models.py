@@ -1,0 +1,100 @@
+"""Every registered model gets the same smoke tests and protocol checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from robustrec.data.sampling import BPRSampler
+from robustrec.models import MODELS, build_model
+
+ALL = MODELS.names()
+TRAINABLE = [n for n in ALL if MODELS.get(n).trainable]
+
+
+def first_batch(dataset, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return next(iter(BPRSampler(dataset, batch_size=64).epoch(gen, torch.Generator().manual_seed(seed + 1))))
+
+
+def scores(model, dataset):
+    return model.scorer()(torch.arange(dataset.n_users))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_scores_cover_all_items(name, tiny):
+    model = build_model(name, tiny, generator=torch.Generator().manual_seed(0)).eval()
+    out = scores(model, tiny)
+    assert out.shape == (tiny.n_users, tiny.n_items)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", TRAINABLE)
+def test_one_training_step(name, tiny):
+    model = build_model(name, tiny, generator=torch.Generator().manual_seed(0))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    before = scores(model.eval(), tiny)
+    model.train()
+    loss = model.loss(first_batch(tiny))
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    loss.backward()
+    opt.step()
+    assert not torch.equal(before, scores(model.eval(), tiny))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_same_generator_same_model(name, tiny):
+    a = build_model(name, tiny, generator=torch.Generator().manual_seed(5))
+    b = build_model(name, tiny, generator=torch.Generator().manual_seed(5))
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_trainable_tensor_is_registered(name, tiny):
+    model = build_model(name, tiny)
+    registered = {id(p) for p in model.parameters()}
+    state = model.state_dict()
+    for attr, value in vars(model).items():
+        if isinstance(value, torch.Tensor) and value.requires_grad:
+            assert id(value) in registered, f"{name}.{attr} requires grad but is not a parameter"
+    for pname, _ in model.named_parameters():
+        assert pname in state
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_copies_are_independent(name, tiny):
+    model = build_model(name, tiny, generator=torch.Generator().manual_seed(0)).eval()
+    reference = scores(model, tiny)
+    for copy in (model.copy_with(), model.weights_copy(), model.with_features(tiny.features)):
+        torch.testing.assert_close(scores(copy.eval(), tiny), reference)
+        with torch.no_grad():
+            for p in copy.parameters():
+                p.add_(1.0)
+    assert torch.equal(scores(model, tiny), reference)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_state_dict_round_trip(name, tiny):
+    model = build_model(name, tiny, generator=torch.Generator().manual_seed(0)).eval()
+    other = build_model(name, tiny, generator=torch.Generator().manual_seed(1)).eval()
+    other.load_state_dict(model.state_dict())
+    torch.testing.assert_close(scores(other, tiny), scores(model, tiny))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_embedding_tables_name_real_parameters(name, tiny):
+    model = build_model(name, tiny)
+    params = dict(model.named_parameters())
+    for table in model.embedding_tables():
+        assert table.name in params
+        assert table.offset + table.rows <= params[table.name].shape[0]
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if MODELS.get(n).reads_features_at_inference])
+def test_feature_readers_react_to_new_features(name, tiny):
+    model = build_model(name, tiny, generator=torch.Generator().manual_seed(0)).eval()
+    reference = scores(model, tiny)
+    noisy = tiny.features.replace(text=torch.randn_like(tiny.features.text))
+    assert not torch.allclose(scores(model.with_features(noisy).eval(), tiny), reference)
+    assert torch.equal(scores(model, tiny), reference)
