@@ -12,6 +12,10 @@ import torch
 
 from robustrec.data.dataset import Dataset, ItemFeatures, ItemInfo
 
+# Tests never download: any hub access fails fast instead.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ROBUSTREC_SHARED", REPO.parent / "shared"))
 ML100K = SHARED / "datasets" / "ml100k-mm"

@@ -1,0 +1,155 @@
+"""Training speed, memory and accuracy against the reference implementation (MMRec).
+
+Two parts:
+
+1. ``epoch-times``: for each model, plain and mirror (a1 1, a2 .2, beta 3) epochs interleaved in one
+   process (ABAB...), median seconds per epoch and the mirror/plain ratio, plus the evaluation time
+   and the peak resident memory of a child process that trains a few epochs. Ratios within one run are
+   what count: the machine is shared.
+2. ``fidelity``: full training runs (early stopping, seed 999) on the MMRec-format split of ml100k-mm,
+   test recall@20 and s/epoch next to MMRec's figures from REFERENCES.md.
+
+    python benchmarks/training.py epoch-times [--data DIR] [--models vbpr,bm3,freedom] [--epochs 6]
+    python benchmarks/training.py fidelity [--models vbpr,bm3,freedom] [--strategies plain,mirror]
+
+Without --data the MMRec split is built once under $ROBUSTREC_CACHE (needs ../shared); ``--data
+synthetic`` uses the embedded default dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import MMREC, machine, median, mmrec_split, timed  # noqa: E402
+
+from robustrec.data import open_dataset  # noqa: E402
+from robustrec.data.sampling import BPRSampler  # noqa: E402
+from robustrec.evaluate import Evaluator  # noqa: E402
+from robustrec.models import build_model  # noqa: E402
+from robustrec.optim import build_optimizer  # noqa: E402
+from robustrec.runs import RunSpec, TrainConfig  # noqa: E402
+from robustrec.strategies import build_strategy  # noqa: E402
+from robustrec.train import train  # noqa: E402
+
+
+def load(data: str | None):
+    if data == "synthetic":
+        return open_dataset(None)
+    folder = Path(data) if data else mmrec_split()
+    if folder is None:
+        sys.exit("ml100k-mm is not available (no ../shared): pass --data DIR or --data synthetic")
+    return open_dataset(folder)
+
+
+class Trainer:
+    """One model + strategy, stepping whole epochs on demand."""
+
+    def __init__(self, dataset, model: str, strategy: str, seed: int = 999) -> None:
+        self.model = build_model(model, dataset, generator=torch.Generator().manual_seed(seed))
+        self.strategy = build_strategy(strategy)
+        self.strategy.setup(self.model, build_optimizer("adam", self.model.parameters()))
+        self.sampler = BPRSampler(dataset, 2048)
+        self.gen, self.model_gen = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
+        self.epoch = 0
+
+    def run_epoch(self) -> None:
+        self.epoch += 1
+        self.model.train()
+        self.model.pre_epoch(self.model_gen)
+        for batch in self.sampler.epoch(self.gen, self.model_gen):
+            self.strategy.step(batch)
+
+
+def peak_memory_mb(data: str | None, model: str, strategy: str, epochs: int) -> float:
+    """Peak RSS of a child process that trains ``epochs`` epochs (includes Python + torch overhead)."""
+    code = (
+        "import sys, resource; sys.path.insert(0, %r); from training import Trainer, load; "
+        "t = Trainer(load(%r), %r, %r); [t.run_epoch() for _ in range(%d)]; "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    ) % (str(Path(__file__).parent), data, model, strategy, epochs)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1]) / 1024
+
+
+def epoch_times(args) -> None:
+    dataset = load(args.data)
+    print(f"machine: {machine()}")
+    print(f"dataset: {dataset.describe()}\n")
+    print("| model | plain s/epoch | mirror s/epoch | mirror / plain | eval s | peak RSS plain / mirror (MB) |")
+    print("|---|---|---|---|---|---|")
+    for model in args.models.split(","):
+        trainers = {s: Trainer(dataset, model, s) for s in ("plain", "mirror")}
+        times: dict[str, list[float]] = {"plain": [], "mirror": []}
+        for _ in range(args.epochs + 1):  # the first epoch of each is a warm-up
+            for name, trainer in trainers.items():
+                seconds, _ = timed(trainer.run_epoch)
+                times[name].append(seconds)
+        plain, mirror = median(times["plain"][1:]), median(times["mirror"][1:])
+        evaluator = Evaluator(dataset, "valid")
+        evaluator.evaluate(trainers["plain"].model)
+        eval_s = median([timed(evaluator.evaluate, trainers["plain"].model)[0] for _ in range(5)])
+        mem = [peak_memory_mb(args.data, model, s, 2) for s in ("plain", "mirror")] if args.memory else [0, 0]
+        print(f"| {model} | {plain:.3f} | {mirror:.3f} | {mirror / plain:.2f}x | {eval_s:.3f} | "
+              f"{mem[0]:.0f} / {mem[1]:.0f} |", flush=True)
+
+
+def fidelity(args) -> None:
+    dataset = load(args.data)
+    print(f"machine: {machine()}")
+    print(f"dataset: {dataset.describe()}\n")
+    print("| model | strategy | best epoch / run | test R@20 | MMRec R@20 | ratio | N@20 | R@5 | s/epoch | "
+          "MMRec s/epoch | time ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in args.models.split(","):
+            for strategy in args.strategies.split(","):
+                if model == "pop" and strategy != "plain":
+                    continue
+                spec = RunSpec(model, strategy, train=TrainConfig(seed=args.seed, epochs=args.max_epochs))
+                r = train(dataset, spec, Path(tmp) / f"{model}-{strategy}", progress=False)
+                ref = MMREC.get(model, {})
+                ratio = r.test["recall@20"] / ref["recall@20"] if ref else float("nan")
+                ref_s = ref.get("seconds")
+                time_ratio = f"{r.train_seconds_per_epoch / ref_s:.2f}" if ref_s else "-"
+                print(f"| {model} | {strategy} | {r.best_epoch} / {r.epochs_run} | {r.test['recall@20']:.4f} | "
+                      f"{ref.get('recall@20', float('nan')):.4f} | {ratio:.3f} | {r.test['ndcg@20']:.4f} | "
+                      f"{r.test['recall@5']:.4f} | {r.train_seconds_per_epoch:.3f} | {ref_s or '-'} | {time_ratio} |",
+                      flush=True)
+                if args.json:
+                    with open(args.json, "a") as f:
+                        f.write(json.dumps({"model": model, "strategy": strategy, "seed": args.seed,
+                                            "best_epoch": r.best_epoch, "epochs_run": r.epochs_run,
+                                            "test": r.test, "s_per_epoch": r.train_seconds_per_epoch}) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="part", required=True)
+    a = sub.add_parser("epoch-times")
+    a.add_argument("--data")
+    a.add_argument("--models", default="vbpr,bm3,freedom")
+    a.add_argument("--epochs", type=int, default=6)
+    a.add_argument("--no-memory", dest="memory", action="store_false")
+    a.set_defaults(func=epoch_times)
+    b = sub.add_parser("fidelity")
+    b.add_argument("--data")
+    b.add_argument("--models", default="pop,vbpr,bm3,freedom")
+    b.add_argument("--strategies", default="plain,mirror")
+    b.add_argument("--seed", type=int, default=999)
+    b.add_argument("--max-epochs", type=int, default=1000)
+    b.add_argument("--json", help="append one JSON line per run to this file")
+    b.set_defaults(func=fidelity)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""The CLI in-process: contract names, one-line errors with exit status 2, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from robustrec.cli import COMMANDS, build_parser, main
+from robustrec.data.mmrec import write_dataset
+from tests.conftest import make_tiny_dataset
+
+
+def write_tiny(folder, **overrides):
+    ds = make_tiny_dataset()
+    pairs = np.concatenate([ds.train, ds.valid, ds.test])
+    labels = np.repeat([0, 1, 2], [len(ds.train), len(ds.valid), len(ds.test)])
+    feats = {"image": ds.features.image.numpy(), "text": ds.features.text.numpy()}
+    feats.update(overrides)
+    return write_dataset(folder, pairs, labels, feats)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_tiny(tmp_path_factory.mktemp("cli") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def run_dir(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "vbpr"
+    code = main(["train", "--data", str(data_dir), "--model", "vbpr", "--strategy", "mirror", "--alpha1", "1.0",
+                 "--alpha2", "0.2", "--beta", "3", "--epochs", "3", "--batch-size", "64", "--out", str(out),
+                 "--no-progress"])
+    assert code == 0
+    return out
+
+
+def one_line_error(capsys, argv, match):
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert match in err, err
+    return err
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_on_every_command(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args([command, "--help"])
+    assert exc.value.code == 0
+    assert command in capsys.readouterr().out
+
+
+def test_train_writes_the_contract(run_dir):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"valid", "test", "best_epoch"} <= set(metrics)
+    assert "recall@20" in metrics["test"] and "ndcg@5" in metrics["test"]
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert {"epoch", "loss", "train_seconds", "eval_seconds"} <= set(log[0])
+    assert (run_dir / "model.safetensors").is_file()
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["spec"]["strategy_params"] == {"alpha1": 1.0, "alpha2": 0.2, "beta": 3}
+
+
+def test_evaluate_reproduces_the_test_metrics(run_dir, capsys):
+    assert main(["evaluate", "--run", str(run_dir)]) == 0
+    saved = json.loads((run_dir / "evaluation.json").read_text())
+    assert saved["test"] == json.loads((run_dir / "metrics.json").read_text())["test"]
+
+
+def test_seeds_write_one_run_per_seed(data_dir, tmp_path):
+    out = tmp_path / "seeds"
+    assert main(["train", "--data", str(data_dir), "--model", "pop", "--seeds", "1,2", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["seed-1", "seed-2"]
+
+
+def test_model_param_is_typed(data_dir, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["train", "--data", str(data_dir), "--model", "vbpr", "--param", "embedding_size=8",
+                 "--epochs", "1", "--out", str(out), "--no-progress"]) == 0
+    assert json.loads((out / "run.json").read_text())["spec"]["model_params"] == {"embedding_size": 8}
+    one_line_error(capsys, ["train", "--data", str(data_dir), "--model", "vbpr", "--param", "knn_k=3",
+                            "--out", str(tmp_path / "x")], "no parameter 'knn_k'")
+
+
+def test_unknown_names_list_the_valid_ones(data_dir, tmp_path, capsys):
+    err = one_line_error(capsys, ["train", "--data", str(data_dir), "--model", "nope", "--out", str(tmp_path / "a")],
+                         "unknown model 'nope'")
+    assert "vbpr" in err and "freedom" in err
+    err = one_line_error(capsys, ["train", "--data", str(data_dir), "--model", "vbpr", "--strategy", "magic",
+                                  "--out", str(tmp_path / "b")], "unknown strategy 'magic'")
+    assert "mirror" in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_alpha1_not_above_alpha2(data_dir, tmp_path, capsys):
+    one_line_error(capsys, ["train", "--data", str(data_dir), "--model", "vbpr", "--strategy", "mirror",
+                            "--alpha1", "0.2", "--alpha2", "0.5", "--out", str(tmp_path / "r")], "alpha1 > alpha2")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "breakage, match",
+    [
+        ("missing", "does not exist"),
+        ("malformed", "expected 5 tab-separated fields"),
+        ("not_int", "must be integers"),
+        ("label", "x_label must be 0, 1 or 2"),
+        ("out_of_range", "out of range"),
+        ("rows", "disagree on the item count"),
+        ("nan", "NaN or inf"),
+    ],
+)
+def test_bad_datasets(tmp_path, capsys, breakage, match):
+    folder = tmp_path / "ds"
+    if breakage == "rows":
+        write_tiny(folder, text=np.zeros((7, 8), dtype=np.float32))
+    elif breakage == "nan":
+        image = make_tiny_dataset().features.image.numpy().copy()
+        image[3, 2] = np.nan
+        write_tiny(folder, image=image)
+    elif breakage != "missing":
+        write_tiny(folder)
+        inter = folder / "ds.inter"
+        lines = inter.read_text().splitlines()
+        lines[5] = {
+            "malformed": "1\t2\t0",
+            "not_int": "1\tx\t3\t0",
+            "label": "1\t2\t3\t7",
+            "out_of_range": "1\t999\t3\t0",
+        }[breakage]
+        inter.write_text("\n".join(lines) + "\n")
+    one_line_error(capsys, ["train", "--data", str(folder), "--model", "vbpr", "--out", str(tmp_path / "run")], match)
+    assert not (tmp_path / "run").exists()
+
+
+def test_corrupt_checkpoint_and_foreign_dataset(run_dir, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(run_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"\0" * 40)
+    one_line_error(capsys, ["evaluate", "--run", str(broken)], "corrupt")
+    other = write_tiny(tmp_path / "other", text=np.ones((30, 8), dtype=np.float32))
+    one_line_error(capsys, ["evaluate", "--run", str(run_dir), "--data", str(other)], "was trained on dataset")
+    one_line_error(capsys, ["evaluate", "--run", str(tmp_path)], "not a robustrec run folder")
+
+
+def test_audit_noise_and_bad_input(run_dir, tmp_path, capsys):
+    out = tmp_path / "audit"
+    assert main(["audit", "--run", str(run_dir), "--suite", "noise", "--sigma2", "0,1e-2", "--repeats", "2",
+                 "--out", str(out), "--no-progress"]) == 0
+    (records,) = out.glob("*.jsonl")
+    rows = [json.loads(line) for line in records.read_text().splitlines()]
+    assert len(rows) == 1 + 2 * 2
+    clean = rows[0]["metrics"]
+    zero = [r for r in rows if r["severity"] == 0.0 and r["repeat"] >= 0]
+    assert all(r["metrics"] == clean for r in zero)  # sigma^2 = 0 is exactly the clean model
+    assert rows[0]["provenance"]["robustrec_version"] and rows[0]["dataset_fingerprint"]
+    for argv, match in [
+        (["--suite", "noise", "--sigma2", "-1"], ">= 0"),
+        (["--suite", "caption", "--prob", "1.5"], "[0, 1]"),
+        (["--suite", "noise", "--repeats", "0"], "repeats must be >= 1"),
+        (["--suite", "caption", "--captioner", "file", "--captions", str(tmp_path / "none.csv")], "none.csv"),
+    ]:
+        one_line_error(capsys, ["audit", "--run", str(run_dir), "--out", str(tmp_path / "bad"), *argv], match)
+    one_line_error(capsys, ["audit", "--run", str(tmp_path), "--suite", "noise", "--out", str(tmp_path / "bad")],
+                   "not a robustrec run folder")
+    assert not (tmp_path / "bad").exists()
