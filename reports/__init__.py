@@ -1,1 +1,56 @@
-"""Reports over result records: relative drops, tables, plots and the CI regression gate."""
+"""Reports over result records: relative drops, significance, tables, plots and the CI regression gate.
+
+Reports read result records only (:mod:`robustrec.records`), never models or perturbations::
+
+    from reports import load_results, render, check
+
+    results = load_results("runs/audit")
+    print(render(results, "markdown", ["recall@5"]))
+    outcome = check("runs/audit", max_drop=0.05, metric="recall@20")
+"""
+
+from .check import CheckItem, CheckResult, Violation, check, junit_xml, parse_max_drop, parse_min_clean
+from .drops import (
+    AuditResults,
+    Cell,
+    GroupKey,
+    RunAudit,
+    SeedDrop,
+    SuiteKey,
+    load_results,
+    relative_drop,
+    row_label,
+)
+from .plots import plot_drops
+from .stats import Comparison, PairedTest, compare, compare_seeds, compare_users, paired_test, verdict
+from .tables import FORMATS, render, to_dict
+
+__all__ = [
+    "FORMATS",
+    "AuditResults",
+    "Cell",
+    "CheckItem",
+    "CheckResult",
+    "Comparison",
+    "GroupKey",
+    "PairedTest",
+    "RunAudit",
+    "SeedDrop",
+    "SuiteKey",
+    "Violation",
+    "check",
+    "compare",
+    "compare_seeds",
+    "compare_users",
+    "junit_xml",
+    "load_results",
+    "paired_test",
+    "parse_max_drop",
+    "parse_min_clean",
+    "plot_drops",
+    "relative_drop",
+    "render",
+    "row_label",
+    "to_dict",
+    "verdict",
+]

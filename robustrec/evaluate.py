@@ -25,23 +25,10 @@ import torch
 
 from robustrec.data.dataset import Dataset
 from robustrec.errors import ConfigError
+from robustrec.metrics import DEFAULT_TOPK, METRICS, metric_key, parse_metric  # noqa: F401 (re-exported)
 
-METRICS = ("recall", "precision", "map", "ndcg", "hit")
-DEFAULT_TOPK = (5, 10, 20)
 #: Scores held at once: users per block x items (64M floats = 256 MB).
 MAX_BLOCK_SCORES = 1 << 26
-
-
-def metric_key(name: str, k: int) -> str:
-    return f"{name}@{k}"
-
-
-def parse_metric(key: str) -> tuple[str, int]:
-    """``"recall@20" -> ("recall", 20)``; a clear error for anything else."""
-    name, _, k = key.lower().partition("@")
-    if name not in METRICS or not k.isdigit() or int(k) < 1:
-        raise ConfigError(f"unknown metric {key!r}; use one of {', '.join(METRICS)} followed by @k, e.g. recall@20")
-    return name, int(k)
 
 
 def ranking_metrics(hits: torch.Tensor, n_relevant: torch.Tensor, topk: Sequence[int]) -> dict[str, torch.Tensor]:

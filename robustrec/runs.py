@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from robustrec import __version__
 from robustrec.data.dataset import Dataset
 from robustrec.errors import ConfigError, DataError
-from robustrec.evaluate import DEFAULT_TOPK, parse_metric
+from robustrec.metrics import DEFAULT_TOPK, parse_metric
 from robustrec.io import atomic_path, write_json
 from robustrec.models import Recommender, build_model
 

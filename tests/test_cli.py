@@ -106,7 +106,7 @@ def test_alpha1_not_above_alpha2(data_dir, tmp_path, capsys):
     "breakage, match",
     [
         ("missing", "does not exist"),
-        ("malformed", "expected 5 tab-separated fields"),
+        ("malformed", "expected 3 tab-separated fields"),
         ("not_int", "must be integers"),
         ("label", "x_label must be 0, 1 or 2"),
         ("out_of_range", "out of range"),
@@ -127,13 +127,14 @@ def test_bad_datasets(tmp_path, capsys, breakage, match):
         inter = folder / "ds.inter"
         lines = inter.read_text().splitlines()
         lines[5] = {
-            "malformed": "1\t2\t0",
-            "not_int": "1\tx\t3\t0",
-            "label": "1\t2\t3\t7",
-            "out_of_range": "1\t999\t3\t0",
+            "malformed": "1\t2",
+            "not_int": "1\tx\t0",
+            "label": "1\t2\t7",
+            "out_of_range": "1\t999\t0",
         }[breakage]
         inter.write_text("\n".join(lines) + "\n")
-    one_line_error(capsys, ["train", "--data", str(folder), "--model", "vbpr", "--out", str(tmp_path / "run")], match)
+    one_line_error(capsys, ["train", "--data", str(folder), "--model", "vbpr", "--out", str(tmp_path / "run"),
+                            "--no-progress"], match)
     assert not (tmp_path / "run").exists()
 
 

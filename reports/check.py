@@ -1,0 +1,360 @@
+"""The CI regression gate over audit results.
+
+Rules (each checked item is one JUnit test case):
+
+- ``max-drop``: every (model, strategy, suite, severity) mean relative drop of the metric is at most its
+  budget (a fraction: 0.05 = 5%); budgets may differ per severity;
+- ``min-clean``: the clean value of a metric (mean over seeds) is at least a minimum;
+- ``baseline-drop`` / ``baseline-clean``: against a saved JSON report (``robustrec report --format json``),
+  a drop may exceed the baseline's drop by at most ``tolerance``, and a clean value may fall below the
+  baseline's by at most ``tolerance``. The tolerance is absolute in the quantity's own units: a
+  fraction of relative drop for drops (0.01 = one percentage point of Decr.), metric units for clean
+  values (0.01 = 0.01 of recall);
+- ``mirror-not-worse``: for every model with a mirror strategy and the strategy it adds MG to
+  (``mirror`` vs ``plain``, ``amr+mirror`` vs ``amr``, falling back to ``plain``), the mirror strategy's
+  drop is at most the other's drop + ``tolerance`` at every suite and severity.
+
+An undefined drop (clean value 0) fails the drop rules: the budget cannot be verified.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from robustrec.errors import ConfigError, DataError
+from robustrec.io import write_text
+
+from .drops import (
+    BASELINE_STRATEGY,
+    AuditResults,
+    Cell,
+    GroupKey,
+    format_severity,
+    load_results,
+    mirror_counterpart,
+    parse_fraction,
+    validate_metric,
+)
+from .tables import REPORT_SCHEMA
+
+DEFAULT_METRIC = "recall@20"
+MIRROR_NOT_WORSE = "mirror-not-worse"
+REQUIREMENTS = (MIRROR_NOT_WORSE,)
+
+
+@dataclass(frozen=True)
+class Violation:
+    """A checked quantity beyond its budget; ``excess`` is by how much (positive)."""
+
+    rule: str
+    model: str
+    strategy: str
+    suite: str
+    severity: float | None
+    metric: str
+    value: float
+    budget: float
+    excess: float
+    message: str
+
+
+@dataclass(frozen=True)
+class CheckItem:
+    """One checked quantity: passed when ``violation`` is None."""
+
+    rule: str
+    name: str
+    violation: Violation | None = None
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    items: tuple[CheckItem, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def violations(self) -> list[Violation]:
+        return [item.violation for item in self.items if item.violation is not None]
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def summary(self) -> str:
+        failed = len(self.violations)
+        if not failed:
+            return f"all {len(self.items)} checks within budget"
+        return f"{failed} of {len(self.items)} checks failed"
+
+
+# -- parsing budgets -----------------------------------------------------------------------------
+def parse_max_drop(specs: str | Sequence[str]) -> tuple[float | None, dict[float, float]]:
+    """``"0.05"``, ``"5%"``, ``"1e-6=0.02,1e-4=10%"`` or a mix -> (budget for all, per-severity budgets)."""
+    items = [specs] if isinstance(specs, str) else list(specs)
+    default: float | None = None
+    per_severity: dict[float, float] = {}
+    for item in (part.strip() for spec in items for part in spec.split(",")):
+        if not item:
+            raise ConfigError(f"malformed --max-drop {','.join(items)!r}: empty budget")
+        if "=" in item:
+            sev_text, _, budget = item.partition("=")
+            try:
+                severity = float(sev_text)
+            except ValueError:
+                raise ConfigError(f"malformed --max-drop item {item!r}: {sev_text!r} is not a severity") from None
+            per_severity[severity] = parse_fraction(budget, f"--max-drop budget for severity {sev_text}")
+        else:
+            default = parse_fraction(item, "--max-drop")
+    return default, per_severity
+
+
+def parse_min_clean(specs: Iterable[str]) -> dict[str, float]:
+    """``["recall@20=0.3", "ndcg@20=0.25"]`` -> ``{"recall@20": 0.3, "ndcg@20": 0.25}``."""
+    out: dict[str, float] = {}
+    for spec in specs:
+        metric, sep, value = spec.partition("=")
+        if not sep:
+            raise ConfigError(f"malformed --min-clean {spec!r}: write METRIC=VALUE, e.g. recall@20=0.3")
+        try:
+            out[validate_metric(metric.strip())] = float(value)
+        except ValueError:
+            raise ConfigError(f"malformed --min-clean {spec!r}: {value!r} is not a number") from None
+    return out
+
+
+def read_saved_report(path: str | Path) -> dict[str, Any]:
+    """A JSON report written by ``robustrec report --format json`` (DataError when unreadable)."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read baseline report {path}: {exc}") from None
+    except json.JSONDecodeError:
+        raise DataError(f"baseline report {path} is not valid JSON") from None
+    if not isinstance(doc, dict) or doc.get("schema") != REPORT_SCHEMA or not isinstance(doc.get("cells"), list):
+        raise DataError(f"{path} is not a saved robustrec report (write one with: robustrec report --format json)")
+    return doc
+
+
+# -- naming --------------------------------------------------------------------------------------
+def _where(results: AuditResults, key: GroupKey, metric: str, with_severity: bool = True) -> str:
+    row = f"{results.label(key.model, key.strategy)} (strategy {key.strategy}), {key.suite_key.title}"
+    if with_severity:
+        row += f" {key.severity_name or 'severity'}={format_severity(key.severity)}"
+    return f"{row}, {metric}"
+
+
+def _violation(rule: str, key: GroupKey, metric: str, value: float, budget: float, message: str,
+               severity: bool = True) -> Violation:
+    excess = value - budget if rule != "min-clean" and rule != "baseline-clean" else budget - value
+    return Violation(rule, key.model, key.strategy, key.suite, key.severity if severity else None, metric,
+                     value, budget, excess, message)
+
+
+def _drop_item(rule: str, results: AuditResults, cell: Cell, budget: float, what: str) -> CheckItem:
+    """``drop <= budget`` for one cell; ``what`` describes the budget (e.g. ``"budget 5.00%"``)."""
+    where = _where(results, cell.key, cell.metric)
+    drop = cell.drop_mean
+    if math.isnan(drop):
+        message = f"{where}: drop undefined (clean {cell.metric} is 0), cannot verify {what}"
+        return CheckItem(rule, where, _violation(rule, cell.key, cell.metric, drop, budget, message))
+    if drop > budget:
+        message = f"{where}: drop {100 * drop:.2f}% > {what} (over by {100 * (drop - budget):.2f} pp)"
+        return CheckItem(rule, where, _violation(rule, cell.key, cell.metric, drop, budget, message))
+    return CheckItem(rule, where)
+
+
+def _clean_item(rule: str, results: AuditResults, cell: Cell, minimum: float, what: str) -> CheckItem:
+    where = _where(results, cell.key, cell.metric, with_severity=False)
+    clean = cell.clean_mean
+    if clean < minimum:
+        message = f"{where}: clean {clean:.4f} < {what} (under by {minimum - clean:.4f})"
+        return CheckItem(rule, where, _violation(rule, cell.key, cell.metric, clean, minimum, message, False))
+    return CheckItem(rule, where)
+
+
+# -- rules ---------------------------------------------------------------------------------------
+def _budget_for(severity: float, default: float | None, per_severity: dict[float, float]) -> float | None:
+    for sev, budget in per_severity.items():
+        if math.isclose(sev, severity, rel_tol=1e-9, abs_tol=0.0):
+            return budget
+    return default
+
+
+def check_max_drop(results: AuditResults, metric: str, default: float | None,
+                   per_severity: dict[float, float]) -> tuple[list[CheckItem], list[str]]:
+    severities = {k.severity for k in results.audits}
+    for sev in per_severity:
+        if not any(math.isclose(sev, s, rel_tol=1e-9) for s in severities):
+            present = ", ".join(format_severity(s) for s in sorted(severities))
+            raise ConfigError(f"--max-drop names severity {format_severity(sev)}, which no record has "
+                              f"(severities present: {present})")
+    items, unchecked = [], 0
+    for cell in results.cells(metric):
+        budget = _budget_for(cell.key.severity, default, per_severity)
+        if budget is None:
+            unchecked += 1
+            continue
+        items.append(_drop_item("max-drop", results, cell, budget, f"budget {100 * budget:.2f}%"))
+    notes = [f"{unchecked} group(s) at severities without a --max-drop budget were not checked"] if unchecked else []
+    return items, notes
+
+
+def _clean_cells(results: AuditResults, metric: str) -> list[Cell]:
+    """One cell per (model, strategy, suite): the clean value does not depend on the severity."""
+    seen: dict[tuple, Cell] = {}
+    for cell in results.cells(metric):
+        seen.setdefault((cell.key.model, cell.key.strategy, cell.key.suite_key), cell)
+    return list(seen.values())
+
+
+def check_min_clean(results: AuditResults, minima: dict[str, float]) -> list[CheckItem]:
+    return [_clean_item("min-clean", results, cell, minimum, f"minimum {minimum:.4f}")
+            for metric, minimum in minima.items() for cell in _clean_cells(results, metric)]
+
+
+def _baseline_cells(doc: dict[str, Any], metric: str) -> dict[tuple, dict[str, Any]]:
+    cells = {}
+    try:
+        for c in doc["cells"]:
+            if c["metric"] == metric:
+                key = (c["model"], c["strategy"], c["suite"], c["severity_name"], c["noise_scale"], float(c["severity"]))
+                cells[key] = c
+    except (KeyError, TypeError, ValueError):
+        raise DataError("baseline report is malformed (a cell lacks model/strategy/suite/severity/metric)") from None
+    if not cells:
+        raise DataError(f"baseline report has no {metric} numbers (it has {', '.join(doc.get('metrics', []))}); "
+                        f"write it with: robustrec report --format json --metric {metric}")
+    return cells
+
+
+def check_baseline(results: AuditResults, doc: dict[str, Any], metric: str,
+                   tolerance: float) -> tuple[list[CheckItem], list[str]]:
+    if (doc.get("dataset"), doc.get("dataset_fingerprint")) != (results.dataset, results.fingerprint):
+        raise DataError(f"baseline report is for dataset {doc.get('dataset')!r} (fingerprint "
+                        f"{doc.get('dataset_fingerprint')}), the results for {results.dataset!r} "
+                        f"(fingerprint {results.fingerprint})")
+    saved = _baseline_cells(doc, metric)
+    items: list[CheckItem] = []
+    seen_clean: set[tuple] = set()
+    current = set()
+    for cell in results.cells(metric):
+        k = cell.key
+        key = (k.model, k.strategy, k.suite, k.severity_name, k.noise_scale, k.severity)
+        current.add(key)
+        base = saved.get(key)
+        if base is None:
+            continue
+        if base.get("drop_mean") is not None:
+            budget = base["drop_mean"] + tolerance
+            what = f"baseline {100 * base['drop_mean']:.2f}% + tolerance {100 * tolerance:.2f} pp"
+            items.append(_drop_item("baseline-drop", results, cell, budget, what))
+        clean_key = key[:5]
+        if base.get("clean") is not None and clean_key not in seen_clean:
+            seen_clean.add(clean_key)
+            what = f"baseline {base['clean']:.4f} - tolerance {tolerance:.4f}"
+            items.append(_clean_item("baseline-clean", results, cell, base["clean"] - tolerance, what))
+    missing = len(set(saved) - current)
+    notes = [f"{missing} baseline group(s) are not in the results and were not compared"] if missing else []
+    if not items:
+        raise DataError("no result group matches the baseline report (different models, strategies or severities)")
+    return items, notes
+
+
+def check_mirror_not_worse(results: AuditResults, metric: str, tolerance: float) -> list[CheckItem]:
+    present = set(results.rows())
+    items = []
+    for key in results.keys:
+        counterpart = mirror_counterpart(key.strategy)
+        if counterpart is None:
+            continue
+        if (key.model, counterpart) not in present:
+            counterpart = BASELINE_STRATEGY
+        twin = GroupKey(key.model, counterpart, key.suite, key.severity_name, key.noise_scale, key.severity)
+        if twin == key or twin not in results.audits:
+            continue
+        base = results.cell(twin, metric)
+        what = (f"{results.label(key.model, counterpart)}'s drop {100 * base.drop_mean:.2f}% + tolerance "
+                f"{100 * tolerance:.2f} pp")
+        items.append(_drop_item(MIRROR_NOT_WORSE, results, results.cell(key, metric),
+                                base.drop_mean + tolerance, what))
+    if not items:
+        raise DataError("--require mirror-not-worse: no model has both a mirror strategy and the strategy it "
+                        "adds MG to (or plain) at a common suite and severity")
+    return items
+
+
+def check(
+    paths: str | Path | Sequence[str | Path],
+    max_drop: float | None = None,
+    max_drop_per_severity: dict[float, float] | None = None,
+    min_clean: dict[str, float] | None = None,
+    baseline: str | Path | None = None,
+    tolerance: float = 0.0,
+    metric: str = DEFAULT_METRIC,
+    require_mirror_not_worse: bool = False,
+    junit: str | Path | None = None,
+) -> CheckResult:
+    """Check audit results against budgets; see the module docstring for the rules.
+
+    Raises DataError/ConfigError for bad input (unreadable results or baseline, unknown metric, a budget
+    that is out of range or names an absent severity, nothing to check).
+    """
+    per_severity = dict(max_drop_per_severity or {})
+    minima = {validate_metric(m): v for m, v in (min_clean or {}).items()}
+    metric = validate_metric(metric)
+    if max_drop is None and not per_severity and not minima and baseline is None and not require_mirror_not_worse:
+        raise ConfigError("nothing to check: give --max-drop, --min-clean, --baseline or --require")
+    for budget in ([max_drop] if max_drop is not None else []) + list(per_severity.values()):
+        if not 0 <= budget <= 1:
+            raise ConfigError(f"drop budget {budget} must be a fraction between 0 and 1")
+    if not tolerance >= 0:
+        raise ConfigError(f"tolerance {tolerance} must be >= 0")
+    doc = read_saved_report(baseline) if baseline is not None else None
+    results = load_results(*([paths] if isinstance(paths, (str, Path)) else paths))
+    results.require_metric(metric)
+    items: list[CheckItem] = []
+    notes: list[str] = []
+    if max_drop is not None or per_severity:
+        found, extra = check_max_drop(results, metric, max_drop, per_severity)
+        items += found
+        notes += extra
+    items += check_min_clean(results, minima)
+    if doc is not None:
+        found, extra = check_baseline(results, doc, metric, tolerance)
+        items += found
+        notes += extra
+    if require_mirror_not_worse:
+        items += check_mirror_not_worse(results, metric, tolerance)
+    result = CheckResult(tuple(items), tuple(notes))
+    if junit is not None:
+        write_junit(junit, result)
+    return result
+
+
+def junit_xml(result: CheckResult) -> str:
+    """JUnit XML with one test case per checked item; failures carry the violation message."""
+    suites = ET.Element("testsuites")
+    suite = ET.SubElement(suites, "testsuite", name="robustrec check", tests=str(len(result.items)),
+                          failures=str(len(result.violations)), errors="0", skipped="0")
+    for item in result.items:
+        case = ET.SubElement(suite, "testcase", classname=f"robustrec.check.{item.rule}", name=item.name)
+        if item.violation is not None:
+            failure = ET.SubElement(case, "failure", message=item.violation.message, type=item.rule)
+            failure.text = item.violation.message
+    if result.notes:
+        ET.SubElement(suite, "system-out").text = "\n".join(result.notes)
+    ET.indent(suites)
+    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def write_junit(path: str | Path, result: CheckResult) -> Path:
+    """Write :func:`junit_xml` atomically."""
+    write_text(path, junit_xml(result))
+    return Path(path)

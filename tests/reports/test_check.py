@@ -1,0 +1,147 @@
+"""The regression gate's Python API: budgets, baselines, the mirror rule and JUnit output."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from reports.check import check, parse_max_drop, parse_min_clean
+from reports.drops import load_results
+from reports.tables import render
+from robustrec.errors import ConfigError, DataError
+
+# paper_like recall@20 drops (mean over seeds):
+#   FREEDOM plain  1e-6: 13.33%   1e-4: 46.67%
+#   FREEDOM mirror 1e-6:  2.00%   1e-4: 10.00%
+#   VBPR plain     1e-6:  2.50%   1e-4: 25.00%
+
+
+def test_max_drop_passes_and_fails(paper_like):
+    assert check(paper_like, max_drop=0.5).ok
+    result = check(paper_like, max_drop=0.2)
+    assert len(result.items) == 6
+    failed = {(v.model, v.strategy, v.severity) for v in result.violations}
+    assert failed == {("freedom", "plain", 1e-4), ("vbpr", "plain", 1e-4)}
+    worst = next(v for v in result.violations if v.model == "freedom")
+    assert worst.excess == pytest.approx(0.4667 - 0.2, abs=1e-4)
+    assert "drop 46.67% > budget 20.00% (over by 26.67 pp)" in worst.message
+    assert "FREEDOM (strategy plain), noise (sigma2) sigma2=0.0001, recall@20" in worst.message
+
+
+def test_per_severity_budgets(paper_like):
+    result = check(paper_like, max_drop_per_severity={1e-6: 0.1, 1e-4: 0.5})
+    assert [(v.model, v.severity) for v in result.violations] == [("freedom", 1e-6)]
+    only_low = check(paper_like, max_drop_per_severity={1e-6: 0.2})
+    assert only_low.ok and len(only_low.items) == 3
+    assert "not checked" in only_low.notes[0]
+    with pytest.raises(ConfigError, match="severity 1e-05, which no record has"):
+        check(paper_like, max_drop_per_severity={1e-5: 0.2})
+
+
+def test_min_clean(paper_like):
+    # clean recall@20: FREEDOM 0.25 (both strategies), VBPR 0.40
+    result = check(paper_like, min_clean={"recall@20": 0.3})
+    assert len(result.items) == 3
+    assert {v.model for v in result.violations} == {"freedom"}
+    assert "clean 0.2500 < minimum 0.3000 (under by 0.0500)" in result.violations[0].message
+    with pytest.raises(ConfigError, match="unknown metric"):
+        check(paper_like, min_clean={"recal@20": 0.3})
+
+
+def test_baseline_within_and_beyond_tolerance(paper_like, tmp_path, write_audit, make):
+    saved = tmp_path / "baseline.json"
+    saved.write_text(render(load_results(paper_like), "json"))
+    assert check(paper_like, baseline=saved).ok  # identical results
+    # VBPR gets worse: 1e-6 drop 2.5% -> 5% (0.40 -> 0.38 in both repeats)
+    write_audit("vbpr-plain-1", make("vbpr", "plain", 1, 0.4, {1e-6: [0.38, 0.38], 1e-4: [0.3, 0.3]}))
+    result = check(paper_like, baseline=saved, tolerance=0.01)
+    [violation] = result.violations
+    assert (violation.rule, violation.model, violation.severity) == ("baseline-drop", "vbpr", 1e-6)
+    assert violation.excess == pytest.approx(0.05 - 0.025 - 0.01)
+    assert check(paper_like, baseline=saved, tolerance=0.03).ok
+
+
+def test_baseline_clean_regression(paper_like, tmp_path, write_audit, make):
+    saved = tmp_path / "baseline.json"
+    saved.write_text(render(load_results(paper_like), "json"))
+    write_audit("vbpr-plain-1", make("vbpr", "plain", 1, 0.35, {1e-6: [0.35 * 0.975] * 2, 1e-4: [0.35 * 0.75] * 2}))
+    [violation] = check(paper_like, baseline=saved, tolerance=0.01).violations
+    assert violation.rule == "baseline-clean"
+    assert violation.excess == pytest.approx(0.04)  # 0.40 - 0.01 - 0.35
+
+
+def test_bad_baselines(paper_like, tmp_path):
+    with pytest.raises(DataError, match="cannot read baseline"):
+        check(paper_like, baseline=tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(DataError, match="not valid JSON"):
+        check(paper_like, baseline=tmp_path / "bad.json")
+    (tmp_path / "other.json").write_text('{"schema": "x"}')
+    with pytest.raises(DataError, match="not a saved robustrec report"):
+        check(paper_like, baseline=tmp_path / "other.json")
+    saved = tmp_path / "r5.json"
+    saved.write_text(render(load_results(paper_like), "json", ["recall@5"]))
+    with pytest.raises(DataError, match="no recall@20 numbers"):
+        check(paper_like, baseline=saved)
+
+
+def test_mirror_not_worse(paper_like, write_audit, make):
+    assert check(paper_like, require_mirror_not_worse=True).ok
+    # VBPR + MG drops 5% at 1e-6, VBPR 2.5%
+    write_audit("vbpr-mirror-1", make("vbpr", "mirror", 1, 0.4, {1e-6: [0.38, 0.38], 1e-4: [0.3, 0.3]}))
+    [violation] = check(paper_like, require_mirror_not_worse=True).violations
+    assert (violation.rule, violation.model, violation.strategy, violation.severity) == (
+        "mirror-not-worse", "vbpr", "mirror", 1e-6)
+    assert check(paper_like, require_mirror_not_worse=True, tolerance=0.03).ok
+
+
+def test_mirror_not_worse_compares_amr_mirror_with_amr(write_audit, make, audit_dir):
+    write_audit("p", make("vbpr", "plain", 1, 0.4, {1e-6: [0.2]}))  # 50%: would excuse anything
+    write_audit("a", make("vbpr", "amr", 1, 0.4, {1e-6: [0.39]}))  # 2.5%
+    write_audit("am", make("vbpr", "amr+mirror", 1, 0.4, {1e-6: [0.38]}))  # 5%
+    [violation] = check(audit_dir, require_mirror_not_worse=True).violations
+    assert violation.strategy == "amr+mirror"
+    assert "VBPR + AMR's drop 2.50%" in violation.message
+
+
+def test_mirror_rule_without_pairs_is_bad_input(write_audit, make, audit_dir):
+    write_audit("p", make())
+    with pytest.raises(DataError, match="no model has both"):
+        check(audit_dir, require_mirror_not_worse=True)
+
+
+def test_junit(paper_like, tmp_path):
+    path = tmp_path / "out" / "check.xml"
+    result = check(paper_like, max_drop=0.2, min_clean={"recall@20": 0.3}, junit=path)
+    root = ET.parse(path).getroot()
+    [suite] = root.findall("testsuite")
+    assert suite.get("tests") == str(len(result.items)) == "9"
+    assert suite.get("failures") == "4"  # two drops over 20%, two FREEDOM clean values under 0.3
+    assert len(suite.findall("testcase")) == 9
+    failures = suite.findall("testcase/failure")
+    assert len(failures) == 4
+    assert all(f.get("message") for f in failures)
+
+
+def test_nothing_to_check_and_bad_budgets(paper_like):
+    with pytest.raises(ConfigError, match="nothing to check"):
+        check(paper_like)
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        check(paper_like, max_drop=5.0)
+    with pytest.raises(ConfigError, match="unknown metric"):
+        check(paper_like, max_drop=0.1, metric="recall")
+
+
+def test_parse_budgets():
+    assert parse_max_drop("0.05") == (0.05, {})
+    assert parse_max_drop("5%") == (pytest.approx(0.05), {})
+    assert parse_max_drop("1e-6=0.02,1e-4=10%") == (None, {1e-6: 0.02, 1e-4: pytest.approx(0.1)})
+    assert parse_max_drop(["10%", "1e-6=2%"]) == (pytest.approx(0.1), {1e-6: pytest.approx(0.02)})
+    for bad in ("abc", "1e-6=", "x=0.1", "0.1,,0.2", "150%"):
+        with pytest.raises(ConfigError):
+            parse_max_drop(bad)
+    assert parse_min_clean(["Recall@20=0.3"]) == {"recall@20": 0.3}
+    for bad in (["recall@20"], ["recall@20=x"], ["foo@1=0.1"]):
+        with pytest.raises(ConfigError):
+            parse_min_clean(bad)
