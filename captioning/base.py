@@ -1,0 +1,147 @@
+"""The captioner protocol, the captioner registry and the helpers every backend shares.
+
+A captioner turns images into one-line captions. Each backend is a small subclass of
+:class:`Captioner` that implements :meth:`Captioner.spec` (its identity, used as the cache key) and
+:meth:`Captioner._caption_batch` (one batch of RGB images to captions); batching, image loading
+and item bookkeeping live here once.
+
+The caption audit asks for captions of items, ``(key, image_path)`` pairs, through
+:meth:`Captioner.caption_items`; a backend that looks captions up by key instead of reading images
+(:class:`captioning.file.FileCaptioner`) overrides that one method.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from PIL import Image
+
+from robustrec.errors import ConfigError, DataError
+from robustrec.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+
+#: An item to caption: its key (e.g. the item's original id) and its image file, if it has one.
+Item = tuple[str, Path | None]
+
+_T = TypeVar("_T")
+_C = TypeVar("_C", bound="type[Captioner]")
+
+
+class Captioner(ABC):
+    """Turns images into captions, ``batch_size`` images per backend call.
+
+    Subclasses set the class attribute ``name`` (the registry name) and implement :meth:`spec` and
+    :meth:`_caption_batch`. ``uses_images`` is False for backends whose captions do not depend on
+    image content (they are not cached by image hash).
+    """
+
+    name: ClassVar[str]
+    uses_images: ClassVar[bool] = True
+
+    def __init__(self, batch_size: int = 16) -> None:
+        self.batch_size = positive_int("batch_size", batch_size)
+
+    @abstractmethod
+    def spec(self) -> dict[str, Any]:
+        """JSON-able identity: everything that changes the captions (backend, model, prompt, ...)."""
+
+    @abstractmethod
+    def _caption_batch(self, images: list[Image.Image]) -> list[str]:
+        """Caption one batch of at most ``batch_size`` RGB images, one caption per image, in order."""
+
+    def caption(self, images: Sequence[Image.Image]) -> list[str]:
+        """Caption ``images`` (converted to RGB when needed) in batches of ``batch_size``."""
+        captions: list[str] = []
+        for batch in batched(images, self.batch_size):
+            rgb = [image if image.mode == "RGB" else image.convert("RGB") for image in batch]
+            out = self._caption_batch(rgb)
+            if len(out) != len(rgb):
+                raise RuntimeError(f"{self.name} returned {len(out)} captions for {len(rgb)} images")
+            captions.extend(out)
+        return captions
+
+    def caption_items(self, items: Sequence[Item]) -> dict[str, str]:
+        """Map each item's key to the caption of its image.
+
+        Images are opened lazily, one batch at a time. Items without an image (path None) are
+        skipped: they get no entry in the result. An unreadable image file raises DataError.
+        """
+        with_images = [(key, path) for key, path in items if path is not None]
+        captions: dict[str, str] = {}
+        for batch in batched(with_images, self.batch_size):
+            images = [open_rgb(path) for _, path in batch]
+            captions.update(zip([key for key, _ in batch], self.caption(images)))
+        return captions
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec()!r})"
+
+
+#: Registry name -> Captioner subclass; backends add themselves with :func:`register_captioner`.
+CAPTIONERS: Registry[Captioner] = Registry("captioner")
+
+
+def register_captioner(cls: _C) -> _C:
+    """Class decorator: register a Captioner subclass in CAPTIONERS under its ``name``."""
+    CAPTIONERS.register(cls.name)(cls)
+    return cls
+
+
+def build_captioner(name: str, **options: Any) -> Captioner:
+    """Build the registered captioner ``name`` with keyword ``options``.
+
+    Unknown names and unknown options raise ConfigError listing what is accepted.
+    """
+    factory = CAPTIONERS.get(name)
+    accepted = [
+        p.name
+        for p in inspect.signature(factory).parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"captioner {name!r} has no option {', '.join(map(repr, unknown))}; accepted: {', '.join(accepted)}"
+        )
+    return factory(**options)
+
+
+def open_rgb(path: str | Path) -> Image.Image:
+    """Read an image file fully into memory as RGB; an unreadable file raises DataError."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from None
+
+
+def batched(seq: Sequence[_T], size: int) -> Iterator[list[_T]]:
+    """Consecutive slices of ``seq`` of length ``size`` (the last may be shorter)."""
+    for start in range(0, len(seq), size):
+        yield list(seq[start : start + size])
+
+
+def positive_int(option: str, value: int) -> int:
+    """Return ``value`` if it is an int >= 1, else raise ConfigError naming ``option``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{option} must be a positive integer, got {value!r}")
+    return value
+
+
+def torch_device(device: str) -> torch.device:
+    """Parse a device name ("cpu", "cuda", "cuda:1", ...) into a torch.device, or raise ConfigError."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"invalid device {device!r}: {exc}") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available")
+    return parsed

