@@ -57,7 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     processing.add_argument("--cache", type=Path, metavar="DIR",
                             help="feature cache (default $ROBUSTREC_CACHE or ~/.cache/robustrec)")
     processing.add_argument("--no-cache", action="store_true", help="encode everything, cache nothing")
-    processing.add_argument("--batch-size", type=int, default=64, help="encoder batch size (default 64)")
+    processing.add_argument("--batch-size", type=int, default=64, metavar="N", help="encoder batch size (default 64)")
     processing.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
     return parser

@@ -84,6 +84,8 @@ class Dataset:
     items: tuple[ItemInfo, ...] | None = None
     root: Path | None = None
     summary: dict = field(default_factory=dict)
+    # Which encoders produced the features, from features.json: {"text": spec, "image": spec, ...}.
+    encoders: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for split in ("train", "valid", "test"):

