@@ -70,11 +70,12 @@ class Trainer:
 
 def peak_memory_mb(data: str | None, model: str, strategy: str, epochs: int) -> float:
     """Peak RSS of a child process that trains ``epochs`` epochs (includes Python + torch overhead)."""
+    here = str(Path(__file__).parent)
     code = (
-        "import sys, resource; sys.path.insert(0, %r); from training import Trainer, load; "
-        "t = Trainer(load(%r), %r, %r); [t.run_epoch() for _ in range(%d)]; "
+        f"import sys, resource; sys.path.insert(0, {here!r}); from training import Trainer, load; "
+        f"t = Trainer(load({data!r}), {model!r}, {strategy!r}); [t.run_epoch() for _ in range({epochs})]; "
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
-    ) % (str(Path(__file__).parent), data, model, strategy, epochs)
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1]) / 1024
 

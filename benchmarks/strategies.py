@@ -1,0 +1,120 @@
+"""Per-epoch training time of each training strategy relative to plain (VBPR on the MMRec split).
+
+All strategies train side by side in one process, one epoch each per round, in an order that rotates
+every round, so that the load of a shared machine hits them alike; what counts are the ratios to plain
+within a round. Two ratios are printed: the median over rounds of (epoch time / plain's epoch time in
+the same round), and the ratio of total times, which also charges work done every few epochs (SSAM-F's
+Fisher, every ``update_freq`` = 5 epochs: use a multiple of 5 rounds). The first round is a warm-up.
+
+    python benchmarks/strategies.py [--data DIR] [--model vbpr] [--rounds 10]
+        [--strategies plain,mirror,amr,amr+mirror,sam,ssam-f,ssam-d] [--threads N]
+
+Expected from the number of passes per batch: SAM family about 2x (two forward/backward passes, one
+optimizer step), Mirror about 1 + 1/beta = 1.33x, AMR about 2x (the clean pass, a backward pass to the
+features, the adversarial pass).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine  # noqa: E402
+
+from robustrec.data.mmrec import load_dataset  # noqa: E402
+from robustrec.data.sampling import BPRSampler  # noqa: E402
+from robustrec.models import build_model  # noqa: E402
+from robustrec.optim import build_optimizer  # noqa: E402
+from robustrec.strategies import build_strategy  # noqa: E402
+
+DEFAULT_DATA = Path("/work/data/ml100k-mmrec")
+DEFAULT_STRATEGIES = "plain,mirror,amr,amr+mirror,sam,ssam-f,ssam-d"
+EXPECTED = {"plain": "1", "mirror": "1.33", "amr": "~2", "amr+mirror": "~2.67", "sam": "~2"}
+
+
+class Run:
+    """One model trained with one strategy, an epoch at a time (as the trainer does it)."""
+
+    def __init__(self, dataset, model: str, strategy: str, max_epochs: int, seed: int = 999) -> None:
+        self.model = build_model(model, dataset, generator=torch.Generator().manual_seed(seed))
+        self.strategy = build_strategy(strategy)
+        self.strategy.setup(self.model, build_optimizer("adam", self.model.parameters()))
+        self.sampler = BPRSampler(dataset, 2048)
+        self.gen, self.model_gen = (
+            torch.Generator().manual_seed(seed),
+            torch.Generator().manual_seed(seed + 1),
+        )
+        self.max_epochs = max_epochs
+        self.epoch = 0
+
+    def epoch_seconds(self) -> float:
+        start = time.perf_counter()
+        self.epoch += 1
+        self.model.train()
+        self.model.pre_epoch(self.model_gen)
+        self.strategy.on_epoch_start(self.epoch, self.max_epochs)
+        for batch in self.sampler.epoch(self.gen, self.model_gen):
+            self.strategy.step(batch)
+        return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--model", default="vbpr")
+    parser.add_argument("--strategies", default=DEFAULT_STRATEGIES)
+    parser.add_argument("--rounds", type=int, default=10, help="timed rounds after one warm-up round")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    args = parser.parse_args()
+    if not (args.data / "image_feat.npy").is_file() and not (args.data / "text_feat.npy").is_file():
+        print(f"skipped: no MMRec dataset folder at {args.data} (pass --data DIR)")
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = args.strategies.split(",")
+    if names[0] != "plain":
+        names = ["plain"] + [n for n in names if n != "plain"]
+    dataset = load_dataset(args.data)
+    runs = {name: Run(dataset, args.model, name, max_epochs=1000) for name in names}
+    times: dict[str, list[float]] = {name: [] for name in names}
+    load_before = os.getloadavg()
+    for round_ in range(args.rounds + 1):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            seconds = runs[name].epoch_seconds()
+            if round_ > 0:
+                times[name].append(seconds)
+        print(f"round {round_}/{args.rounds} done", file=sys.stderr, flush=True)
+    load_after = os.getloadavg()
+
+    plain = times["plain"]
+    print(f"machine: {machine()}")
+    print(
+        f"load average (1, 5, 15 min) before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
+        f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}"
+    )
+    print(
+        f"{args.model} on {dataset.name}: {len(runs['plain'].sampler)} batches of 2048 per epoch, "
+        f"{args.rounds} timed rounds after a warm-up, order rotated each round\n"
+    )
+    print(
+        "| strategy | median s/epoch | x plain (median of per-round ratios) | x plain (total time) | expected |"
+    )
+    print("|---|---|---|---|---|")
+    for name in names:
+        ratios = [t / p for t, p in zip(times[name], plain)]
+        print(
+            f"| {name} | {statistics.median(times[name]):.3f} | {statistics.median(ratios):.2f} | "
+            f"{sum(times[name]) / sum(plain):.2f} | {EXPECTED.get(name, '~2' if 'sam' in name else '-')} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
