@@ -1,0 +1,152 @@
+"""BM3 (Zhou et al., WWW 2023, "Bootstrap Latent Representations for Multi-modal Recommendation"),
+as in MMRec.
+
+User and item-ID embeddings go through LightGCN layers on the normalised user-item graph (the item
+ID embedding is added back to the propagated item representation). Learnable image and text tables,
+initialised from the raw item features, are projected to the embedding size. A shared linear
+predictor maps each "online" representation; the "target" is the same representation with dropout
+and no gradient (BYOL without a momentum encoder). The loss is
+
+    (1 - cos(pred(u), drop(i))) + (1 - cos(pred(i), drop(u)))
+    + reg_weight * (||U|| + ||I||) / n_items
+    + cl_weight * sum over modalities m of [(1 - cos(pred(f_m), drop(i))) + (1 - cos(pred(f_m), drop(f_m)))]
+
+over the batch's (user, positive item) pairs; negatives are not used. Scores are
+pred(u) . pred(i) on the full graph, so they do not depend on the raw features at inference.
+
+Departures from MMRec's code, none of which changes the maths (checked against MMRec's full-table
+formulation in the tests): dropout masks come from the injected generator; projections, predictor,
+dropout and row normalisation run once per distinct user or item of the batch (MMRec projects every
+item, then indexes; its table-wide masks likewise give repeated rows one mask), and a mean over the
+batch's items becomes a count-weighted sum over its distinct items; graph products use CSR with a
+transposed backward (see ``graph.spmm``). The cosine's norms are clamped at 1e-8 as in
+``F.cosine_similarity``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from robustrec.data.dataset import Dataset
+from robustrec.data.sampling import Batch
+from robustrec.models.base import EmbeddingTable, Recommender, default_generator, seeded_linear
+from robustrec.models.graph import layer_mean, normalized_adjacency, to_csr
+from robustrec.models.losses import dropout, embedding_norm_loss
+
+#: MMRec's order of the modalities (image first).
+MODALITIES = ("image", "text")
+
+
+class BM3(Recommender):
+    name = "bm3"
+    reads_features_at_inference = False
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        *,
+        embedding_size: int = 64,
+        n_layers: int = 1,
+        dropout: float = 0.5,
+        reg_weight: float = 0.1,
+        cl_weight: float = 2.0,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(dataset)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if n_layers < 0:
+            raise ValueError(f"n_layers must be >= 0, got {n_layers}")
+        if not dataset.features.modalities:
+            raise ValueError("BM3 needs image or text features")
+        g = default_generator(generator)
+        self.n_layers = n_layers
+        self.dropout = dropout
+        self.reg_weight = reg_weight
+        self.cl_weight = cl_weight
+        self.modalities = tuple(m for m in MODALITIES if getattr(dataset.features, m) is not None)
+
+        # the normalised adjacency is symmetric, so it is its own transpose in spmm's backward
+        self.register_buffer("norm_adj", to_csr(normalized_adjacency(dataset.train_matrix)), persistent=False)
+
+        # MMRec's initialisation order: user, item, predictor, then per modality table + projection
+        self.user_embedding = nn.Parameter(torch.empty(self.n_users, embedding_size))
+        self.item_embedding = nn.Parameter(torch.empty(self.n_items, embedding_size))
+        nn.init.xavier_uniform_(self.user_embedding, generator=g)
+        nn.init.xavier_uniform_(self.item_embedding, generator=g)
+        self.predictor = seeded_linear(embedding_size, embedding_size, g, nn.init.xavier_normal_)
+        for modality in self.modalities:
+            feat = getattr(dataset.features, modality)
+            self.register_parameter(f"{modality}_embedding", nn.Parameter(feat.detach().clone().float()))
+            self.add_module(
+                f"{modality}_trs", seeded_linear(feat.shape[1], embedding_size, g, nn.init.xavier_normal_)
+            )
+
+    # ---- representations --------------------------------------------------------------------
+    def _propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """LightGCN over the user-item graph; the item ID embedding is added to the item output."""
+        ego = torch.cat([self.user_embedding, self.item_embedding])
+        users, items = layer_mean(self.norm_adj, ego, self.n_layers).split([self.n_users, self.n_items])
+        return users, items + self.item_embedding
+
+    def _feature_table(self, modality: str, perturb: dict[str, torch.Tensor] | None) -> torch.Tensor:
+        table = getattr(self, f"{modality}_embedding")
+        if perturb and modality in perturb:
+            table = table + perturb[modality]
+        return table
+
+    # ---- protocol ---------------------------------------------------------------------------
+    def loss(self, batch: Batch, perturb: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        u_all, i_all = self._propagate()
+        users, user_index = torch.unique(batch.users, return_inverse=True)
+        items, item_index, item_count = torch.unique(batch.pos_items, return_inverse=True, return_counts=True)
+
+        # every representation is computed once per distinct user / item of the batch
+        rows = [u_all.index_select(0, users), i_all.index_select(0, items)]
+        for modality in self.modalities:
+            table = self._feature_table(modality, perturb).index_select(0, items)
+            rows.append(getattr(self, f"{modality}_trs")(table))
+        sizes = [len(r) for r in rows]
+        stacked = torch.cat(rows)
+        online = _unit(self.predictor(stacked)).split(sizes)
+        with torch.no_grad():  # the target: dropout (one mask per distinct row), no gradient
+            target = _unit(dropout(stacked, self.dropout, batch.generator)).split(sizes)
+
+        u_online, i_online, *f_online = online
+        u_target, i_target, *f_target = target
+        # 1 - cos over the (user, item) pairs of the batch
+        loss = 2.0 - (
+            (u_online.index_select(0, user_index) * i_target.index_select(0, item_index)).sum(-1).mean()
+            + (i_online.index_select(0, item_index) * u_target.index_select(0, user_index)).sum(-1).mean()
+        )
+        loss = loss + self.reg_weight * embedding_norm_loss(u_all, i_all)
+        # 1 - cos over the batch's items: a mean over the batch weights each distinct item by its count
+        weight = item_count.to(stacked.dtype) / len(batch)
+        contrast = stacked.new_zeros(())
+        for feat_online, feat_target in zip(f_online, f_target):
+            to_item = (feat_online * i_target).sum(-1)
+            to_self = (feat_online * feat_target).sum(-1)
+            contrast = contrast + 2.0 - (weight * (to_item + to_self)).sum()
+        return loss + self.cl_weight * contrast
+
+    def inference_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        users, items = self._propagate()
+        return self.predictor(users), self.predictor(items)
+
+    def embedding_tables(self) -> list[EmbeddingTable]:
+        tables = [
+            EmbeddingTable("user_embedding", "user", 0, self.n_users),
+            EmbeddingTable("item_embedding", "item", 0, self.n_items),
+        ]
+        tables += [EmbeddingTable(f"{m}_embedding", "feature", 0, self.n_items) for m in self.modalities]
+        return tables
+
+    def adversarial_inputs(self) -> dict[str, torch.Tensor]:
+        """The learnable feature tables (initialised from the raw features) that the loss reads."""
+        return {m: getattr(self, f"{m}_embedding") for m in self.modalities}
+
+
+def _unit(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Rows scaled to unit length, as ``F.cosine_similarity`` scales them (norms clamped at ``eps``)."""
+    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(eps)
