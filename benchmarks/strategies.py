@@ -2,12 +2,13 @@
 
 All strategies train side by side in one process, one epoch each per round, in an order that rotates
 every round, so that the load of a shared machine hits them alike; what counts are the ratios to plain
-within a round. Two ratios are printed: the median over rounds of (epoch time / plain's epoch time in
-the same round), and the ratio of total times, which also charges work done every few epochs (SSAM-F's
-Fisher, every ``update_freq`` = 5 epochs: use a multiple of 5 rounds). The first round is a warm-up.
+within a round: the median over rounds of (epoch time / plain's epoch time in the same round). Work
+done at the start of some epochs only (SSAM-F's Fisher mask, every ``update_freq`` = 5 epochs) is timed
+apart and averaged over all rounds (use a multiple of 5 rounds), then added to that ratio. The first
+round is a warm-up.
 
     python benchmarks/strategies.py [--data DIR] [--model vbpr] [--rounds 10]
-        [--strategies plain,mirror,amr,amr+mirror,sam,ssam-f,ssam-d] [--threads N]
+        [--strategies plain,mirror,amr,amr+mirror,sam,ssam-f,ssam-d] [--threads 1] [--raw]
 
 Expected from the number of passes per batch: SAM family about 2x (two forward/backward passes, one
 optimizer step), Mirror about 1 + 1/beta = 1.33x, AMR about 2x (the clean pass, a backward pass to the
@@ -54,15 +55,17 @@ class Run:
         self.max_epochs = max_epochs
         self.epoch = 0
 
-    def epoch_seconds(self) -> float:
+    def epoch_seconds(self) -> tuple[float, float]:
+        """Seconds spent in the epoch's steps, and in the work done before them."""
         start = time.perf_counter()
         self.epoch += 1
         self.model.train()
         self.model.pre_epoch(self.model_gen)
         self.strategy.on_epoch_start(self.epoch, self.max_epochs)
+        steps = time.perf_counter()
         for batch in self.sampler.epoch(self.gen, self.model_gen):
             self.strategy.step(batch)
-        return time.perf_counter() - start
+        return time.perf_counter() - steps, steps - start
 
 
 def main() -> None:
@@ -72,6 +75,7 @@ def main() -> None:
     parser.add_argument("--strategies", default=DEFAULT_STRATEGIES)
     parser.add_argument("--rounds", type=int, default=10, help="timed rounds after one warm-up round")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--raw", action="store_true", help="also print every epoch time")
     args = parser.parse_args()
     if not (args.data / "image_feat.npy").is_file() and not (args.data / "text_feat.npy").is_file():
         print(f"skipped: no MMRec dataset folder at {args.data} (pass --data DIR)")
@@ -83,18 +87,21 @@ def main() -> None:
         names = ["plain"] + [n for n in names if n != "plain"]
     dataset = load_dataset(args.data)
     runs = {name: Run(dataset, args.model, name, max_epochs=1000) for name in names}
-    times: dict[str, list[float]] = {name: [] for name in names}
+    steps: dict[str, list[float]] = {name: [] for name in names}
+    starts: dict[str, list[float]] = {name: [] for name in names}
     load_before = os.getloadavg()
     for round_ in range(args.rounds + 1):
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
-            seconds = runs[name].epoch_seconds()
+            step_s, start_s = runs[name].epoch_seconds()
             if round_ > 0:
-                times[name].append(seconds)
+                steps[name].append(step_s)
+                starts[name].append(start_s)
         print(f"round {round_}/{args.rounds} done", file=sys.stderr, flush=True)
     load_after = os.getloadavg()
 
-    plain = times["plain"]
+    plain = steps["plain"]
+    plain_median = statistics.median(plain)
     print(f"machine: {machine()}")
     print(
         f"load average (1, 5, 15 min) before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
@@ -105,15 +112,23 @@ def main() -> None:
         f"{args.rounds} timed rounds after a warm-up, order rotated each round\n"
     )
     print(
-        "| strategy | median s/epoch | x plain (median of per-round ratios) | x plain (total time) | expected |"
+        "| strategy | median s/epoch | x plain (median of per-round ratios) | + periodic work (x plain) | expected |"
     )
     print("|---|---|---|---|---|")
     for name in names:
-        ratios = [t / p for t, p in zip(times[name], plain)]
+        ratio = statistics.median(t / p for t, p in zip(steps[name], plain))
+        periodic = statistics.mean(starts[name]) / plain_median
         print(
-            f"| {name} | {statistics.median(times[name]):.3f} | {statistics.median(ratios):.2f} | "
-            f"{sum(times[name]) / sum(plain):.2f} | {EXPECTED.get(name, '~2' if 'sam' in name else '-')} |"
+            f"| {name} | {statistics.median(steps[name]):.3f} | {ratio:.2f} | "
+            f"{f'{ratio + periodic:.2f}' if periodic >= 0.005 else '-'} | "
+            f"{EXPECTED.get(name, '~2' if 'sam' in name else '-')} |"
         )
+    if args.raw:
+        print()
+        for name in names:
+            print(
+                f"{name}: steps {[round(t, 3) for t in steps[name]]}, before {[round(t, 3) for t in starts[name]]}"
+            )
 
 
 if __name__ == "__main__":

@@ -51,9 +51,14 @@ def build_strategy(name: str, **params: Any) -> Strategy:
         raise ConfigError(f"strategy {name!r}: combine at most two strategies, e.g. amr+mirror")
     inner_name, outer_name = parts
     inner_factory, outer_factory = STRATEGIES.get(inner_name), STRATEGIES.get(outer_name)
-    usage = f"use OBJECTIVE+RULE with an objective in {{{', '.join(objectives())}}} and a rule in {{{', '.join(update_rules())}}}"
+    usage = (
+        f"use OBJECTIVE+RULE with an objective in {{{', '.join(objectives())}}} "
+        f"and a rule in {{{', '.join(update_rules())}}}"
+    )
     if "objective" not in accepted(outer_factory):
-        raise ConfigError(f"strategy {name!r} is not defined: {outer_name!r} cannot wrap another strategy; {usage}")
+        raise ConfigError(
+            f"strategy {name!r} is not defined: {outer_name!r} cannot wrap another strategy; {usage}"
+        )
     if not getattr(inner_factory, "is_objective", False):
         raise ConfigError(
             f"strategy {name!r} is not defined: {inner_name!r} is an update rule, not an objective, "
