@@ -219,14 +219,21 @@ def open_run(path: str | Path) -> Run:
     return Run(path, spec, info)
 
 
-def write_run_file(path: Path, spec: RunSpec, dataset: Dataset, strategy_label: str) -> None:
+def write_run_file(
+    path: Path, spec: RunSpec, dataset: Dataset, strategy_label: str, model_hparams: dict[str, Any]
+) -> None:
     write_json(
         path / RUN_FILE,
         {
             "spec": spec.to_json(),
+            "model_hparams": _jsonable(model_hparams),
             "config_hash": spec.config_hash(),
             "strategy_label": strategy_label,
             "dataset": dataset_identity(dataset),
             "provenance": provenance(spec.train.device),
         },
     )
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))

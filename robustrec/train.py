@@ -37,7 +37,7 @@ from robustrec.runs import (
     save_weights,
     write_run_file,
 )
-from robustrec.strategies import build_strategy
+from robustrec.strategies import build_strategy, with_run_seed
 
 
 @dataclass(frozen=True)
@@ -102,9 +102,9 @@ def train(
 
     init_gen = torch.Generator().manual_seed(cfg.seed)
     model = build_model(spec.model, dataset, generator=init_gen, **spec.model_params).to(device)
-    strategy = build_strategy(spec.strategy, **spec.strategy_params)
+    strategy = build_strategy(spec.strategy, **with_run_seed(spec.strategy, spec.strategy_params, cfg.seed))
     if not resuming:
-        write_run_file(out, spec, dataset, strategy.label())
+        write_run_file(out, spec, dataset, strategy.label(), model.hparams)
     valid_eval = Evaluator(dataset, "valid", cfg.topk, device)
     test_eval = Evaluator(dataset, "test", cfg.topk, device)
     metadata = {"config_hash": spec.config_hash(), "dataset_fingerprint": dataset.fingerprint}

@@ -37,6 +37,15 @@ def _split(params: dict[str, Any], factory) -> tuple[dict[str, Any], dict[str, A
     return {k: v for k, v in params.items() if k in own}, {k: v for k, v in params.items() if k not in own}
 
 
+def with_run_seed(name: str, params: dict[str, Any], seed: int) -> dict[str, Any]:
+    """``params`` plus ``seed`` when a part of strategy ``name`` takes one and none was given, so runs
+    with different seeds also draw different strategy randomness (e.g. SSAM's masks)."""
+    if "seed" in params:
+        return dict(params)
+    takes_seed = any("seed" in accepted(STRATEGIES.get(part)) for part in name.split("+"))
+    return {**params, "seed": seed} if takes_seed else dict(params)
+
+
 def build_strategy(name: str, **params: Any) -> Strategy:
     """Build a strategy by name; ``a+b`` composes objective ``a`` under update rule ``b``.
 
@@ -95,4 +104,5 @@ __all__ = [
     "objectives",
     "parse_strategy_params",
     "update_rules",
+    "with_run_seed",
 ]
