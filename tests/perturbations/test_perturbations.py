@@ -87,7 +87,7 @@ def test_noise_same_seed_same_draw_and_relative_sigma(tiny):
     expected = 0.5 * float(model.item_embedding.detach().std())
     assert a.details["effective_sigma"]["item_embedding"] == pytest.approx(expected)
     diff = a.model.item_embedding - model.item_embedding
-    assert float(diff.std()) == pytest.approx(expected, rel=0.2)
+    assert float(diff.detach().std()) == pytest.approx(expected, rel=0.2)
 
 
 def test_noise_draws_share_one_direction_across_severities(tiny):
