@@ -30,6 +30,20 @@ POSITIONS = ("append", "prepend", "random")
 CaptionSource = Callable[[Sequence[int]], dict[int, str]]
 
 
+def caption_source(captioner: Any, cache: Any, dataset: Dataset) -> CaptionSource:
+    """Captions of ``dataset``'s items by index, from ``captioner`` through a
+    :class:`captioning.CaptionCache` (each image is captioned once; the cache survives runs)."""
+    from captioning import cached_caption_items
+
+    def source(ids: Sequence[int]) -> dict[int, str]:
+        assert dataset.items is not None
+        items = [(dataset.items[i].orig_id, dataset.items[i].image) for i in ids]
+        captions = cached_caption_items(captioner, items, cache)
+        return {i: captions[dataset.items[i].orig_id] for i in ids}
+
+    return source
+
+
 def insert_caption(text: str, caption: str, position: str, generator: torch.Generator | None = None) -> str:
     """``text`` with ``caption`` inserted: appended, prepended or at a random word boundary."""
     text, caption = text.strip(), caption.strip()

@@ -81,7 +81,8 @@ def default_cache() -> Path:
 
 def caption_factory(args: argparse.Namespace):
     """Build the caption source lazily: dataset -> (item indices -> captions), through the cache."""
-    from captioning import CaptionCache, build_captioner, cached_caption_items
+    from captioning import CaptionCache, build_captioner
+    from perturbations.caption import caption_source
 
     options: dict[str, Any] = {}
     if args.captioner == "file":
@@ -97,15 +98,7 @@ def caption_factory(args: argparse.Namespace):
     captioner = build_captioner(args.captioner, **options)
     cache = CaptionCache(Path(args.caption_cache) if args.caption_cache else default_cache())
 
-    def factory(dataset):
-        def source(ids):
-            items = [(dataset.items[i].orig_id, dataset.items[i].image) for i in ids]
-            captions = cached_caption_items(captioner, items, cache)
-            return {i: captions[dataset.items[i].orig_id] for i in ids}
-
-        return source
-
-    return factory
+    return lambda dataset: caption_source(captioner, cache, dataset)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -63,8 +63,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_demo(data: str | None, out: str | Path, config: DemoConfig = DemoConfig(), progress: bool = True) -> Path:
     """Run the demo into ``out``; return the path of the markdown report."""
-    from captioning import CaptionCache, build_captioner, cached_caption_items
+    from captioning import CaptionCache, build_captioner
     from perturbations import AuditConfig, audit
+    from perturbations.caption import caption_source
     from reports import load_results, plot_drops, render
     from robustrec.train import train
 
@@ -98,17 +99,9 @@ def run_demo(data: str | None, out: str | Path, config: DemoConfig = DemoConfig(
     captioner = build_captioner(config.captioner, **({} if config.captioner == "file" else {"device": config.device}))
     cache = CaptionCache(out / "caption-cache")
 
-    def caption_source(ds):
-        def source(ids):
-            items = [(ds.items[i].orig_id, ds.items[i].image) for i in ids]
-            captions = cached_caption_items(captioner, items, cache)
-            return {i: captions[ds.items[i].orig_id] for i in ids}
-
-        return source
-
     caption_runs = [p for m in config.caption_models for p in runs[m]]
     caption = AuditConfig("caption", severities=config.probs, repeats=config.caption_repeats, device=config.device)
-    audit(caption_runs, caption, results / "caption", data=data or dataset.root, captions_factory=caption_source,
+    audit(caption_runs, caption, results / "caption", data=data or dataset.root, captions_factory=lambda ds: caption_source(captioner, cache, ds),
           progress=progress)
 
     sections = [f"# robustrec demo: {dataset.name}\n", dataset.describe() + "\n", _training_table(runs)]

@@ -30,6 +30,7 @@ from torch import nn
 
 from robustrec.data.dataset import Dataset
 from robustrec.data.sampling import Batch
+from robustrec.errors import ConfigError
 from robustrec.models.base import EmbeddingTable, Recommender, default_generator, seeded_linear
 from robustrec.models.graph import layer_mean, normalized_adjacency, to_csr
 from robustrec.models.losses import dropout, embedding_norm_loss
@@ -55,11 +56,11 @@ class BM3(Recommender):
     ) -> None:
         super().__init__(dataset)
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+            raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
         if n_layers < 0:
-            raise ValueError(f"n_layers must be >= 0, got {n_layers}")
+            raise ConfigError(f"n_layers must be >= 0, got {n_layers}")
         if not dataset.features.modalities:
-            raise ValueError("BM3 needs image or text features")
+            raise ConfigError("BM3 needs image or text features")
         g = default_generator(generator)
         self.n_layers = n_layers
         self.dropout = dropout

@@ -30,6 +30,7 @@ from torch import nn
 
 from robustrec.data.dataset import Dataset
 from robustrec.data.sampling import Batch
+from robustrec.errors import ConfigError
 from robustrec.models.base import EmbeddingTable, Recommender, default_generator, seeded_linear
 from robustrec.models.graph import (
     bipartite_adjacency,
@@ -54,7 +55,7 @@ def mixed_knn_graph(
         name: knn_graph(feat, knn_k) for name, feat in (("image", image), ("text", text)) if feat is not None
     }
     if not graphs:
-        raise ValueError("FREEDOM needs image or text features")
+        raise ConfigError("FREEDOM needs image or text features")
     if len(graphs) == 1:
         return next(iter(graphs.values()))
     return (image_weight * graphs["image"] + (1.0 - image_weight) * graphs["text"]).coalesce()
@@ -81,9 +82,9 @@ class FREEDOM(Recommender):
     ) -> None:
         super().__init__(dataset)
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+            raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
         if knn_k < 1:
-            raise ValueError(f"knn_k must be >= 1, got {knn_k}")
+            raise ConfigError(f"knn_k must be >= 1, got {knn_k}")
         g = default_generator(generator)
         self.n_mm_layers = n_mm_layers
         self.n_ui_layers = n_ui_layers

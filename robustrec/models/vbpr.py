@@ -11,6 +11,7 @@ from torch import nn
 
 from robustrec.data.dataset import Dataset
 from robustrec.data.sampling import Batch
+from robustrec.errors import ConfigError
 from robustrec.models.base import EmbeddingTable, Recommender, default_generator
 from robustrec.models.losses import bpr_loss, embedding_norm_loss
 
@@ -29,7 +30,7 @@ class VBPR(Recommender):
     ) -> None:
         super().__init__(dataset)
         if not dataset.features.modalities:
-            raise ValueError("VBPR needs item features")
+            raise ConfigError("VBPR needs item features")
         g = default_generator(generator)
         self.reg_weight = reg_weight
         self.register_features(dataset.features)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from robustrec.data.dataset import ItemFeatures
 from robustrec.data.sampling import Batch, BPRSampler
+from robustrec.errors import ConfigError
 from robustrec.hparams import defaults
 from robustrec.models import build_model
 from robustrec.models.bm3 import BM3
@@ -168,5 +169,5 @@ def test_text_only(tiny):
 
 
 def test_needs_features(tiny):
-    with pytest.raises(ValueError, match="features"):
+    with pytest.raises(ConfigError, match="features"):
         make(tiny.with_features(ItemFeatures()))
