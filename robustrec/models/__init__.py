@@ -9,12 +9,16 @@ import torch
 from robustrec.data.dataset import Dataset
 from robustrec.hparams import check_params
 from robustrec.models.base import EmbeddingTable, Recommender, Scorer
+from robustrec.models.bm3 import BM3
+from robustrec.models.freedom import FREEDOM
+from robustrec.models.grcn import GRCN
+from robustrec.models.mmgcn import MMGCN
 from robustrec.models.pop import Popularity
 from robustrec.models.vbpr import VBPR
 from robustrec.registry import Registry
 
 MODELS: Registry[Recommender] = Registry("model")
-for _cls in (Popularity, VBPR):
+for _cls in (Popularity, VBPR, BM3, FREEDOM, MMGCN, GRCN):
     MODELS.register(_cls.name)(_cls)
 
 
