@@ -173,6 +173,32 @@ class Recommender(nn.Module):
             self.register_buffer(f"{name}_feat", value, persistent=False)
 
 
+class BranchedGraphModel(Recommender):
+    """MMGCN/GRCN-style models: ``representation()`` is one ``[(n_users + n_items), d]`` matrix (users
+    first) built from a joint ``id_embedding`` table and one branch per modality in ``branches``, each
+    with a user ``preference`` table; scores are dot products of its user and item rows."""
+
+    branches: nn.ModuleDict
+    id_embedding: nn.Parameter
+
+    def representation(self, perturb: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def inference_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        rep = self.representation()
+        return rep[: self.n_users], rep[self.n_users :]
+
+    def embedding_tables(self) -> list[EmbeddingTable]:
+        return [
+            EmbeddingTable("id_embedding", "user", 0, self.n_users),
+            EmbeddingTable("id_embedding", "item", self.n_users, self.n_items),
+            *(EmbeddingTable(f"branches.{m}.preference", "user", 0, self.n_users) for m in self.branches),
+        ]
+
+    def adversarial_inputs(self) -> dict[str, torch.Tensor]:
+        return {m: getattr(self, f"{m}_feat") for m in self.branches}
+
+
 def _weights_copy(module: nn.Module) -> nn.Module:
     clone = copy.copy(module)
     clone._parameters = {

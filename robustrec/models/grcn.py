@@ -40,7 +40,11 @@ from torch import nn
 from robustrec.data.dataset import Dataset
 from robustrec.data.sampling import Batch
 from robustrec.errors import ConfigError
-from robustrec.models.base import EmbeddingTable, Recommender, default_generator, seeded_linear
+from robustrec.models.base import (
+    BranchedGraphModel,
+    default_generator,
+    seeded_linear,
+)
 from robustrec.models.graph import EdgeGraph, user_item_edges
 from robustrec.models.losses import bpr_loss
 
@@ -70,7 +74,7 @@ class _Content(nn.Module):
         return x + graph.propagate(x, alpha), alpha
 
 
-class GRCN(Recommender):
+class GRCN(BranchedGraphModel):
     name = "grcn"
     reads_features_at_inference = True
 
@@ -105,20 +109,20 @@ class GRCN(Recommender):
         self.id_embedding = nn.Parameter(
             nn.init.xavier_normal_(torch.empty(n_nodes, embedding_size), generator=g)
         )
-        self.content = nn.ModuleDict(
+        self.branches = nn.ModuleDict(
             {
                 m: _Content(self.n_users, feat.shape[1], latent_embedding, g)
                 for m, feat in dataset.features.items()
             }
         )
         self.confidence = nn.Parameter(
-            nn.init.xavier_normal_(torch.empty(n_nodes, len(self.content)), generator=g)
+            nn.init.xavier_normal_(torch.empty(n_nodes, len(self.branches)), generator=g)
         )
 
     def representation(self, perturb: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Users then items: ``[id ; content per modality]``, computed from the current features."""
         contents, alphas = [], []
-        for modality, branch in self.content.items():
+        for modality, branch in self.branches.items():
             feat = getattr(self, f"{modality}_feat")
             if perturb and modality in perturb:
                 feat = feat + perturb[modality]
@@ -140,23 +144,8 @@ class GRCN(Recommender):
         ids = self.id_embedding
         # MMRec: means over the [2B, d] stacks of (user, pos), (user, neg) rows.
         reg = ids[batch.users].pow(2).mean() + (ids[pos].pow(2).mean() + ids[neg].pow(2).mean()) / 2
-        if "image" in self.content:
-            reg = reg + self.content["image"].preference.pow(2).mean()
-        for branch in self.content.values():
+        if "image" in self.branches:
+            reg = reg + self.branches["image"].preference.pow(2).mean()
+        for branch in self.branches.values():
             reg = reg + branch.preference[batch.users].pow(2).mean()
         return bpr + self.reg_weight * reg
-
-    def inference_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        rep = self.representation()
-        return rep[: self.n_users], rep[self.n_users :]
-
-    def embedding_tables(self) -> list[EmbeddingTable]:
-        tables = [
-            EmbeddingTable("id_embedding", "user", 0, self.n_users),
-            EmbeddingTable("id_embedding", "item", self.n_users, self.n_items),
-        ]
-        tables += [EmbeddingTable(f"content.{m}.preference", "user", 0, self.n_users) for m in self.content]
-        return tables
-
-    def adversarial_inputs(self) -> dict[str, torch.Tensor]:
-        return {m: getattr(self, f"{m}_feat") for m in self.content}

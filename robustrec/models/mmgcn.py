@@ -49,7 +49,11 @@ from torch import nn
 from robustrec.data.dataset import Dataset
 from robustrec.data.sampling import Batch
 from robustrec.errors import ConfigError
-from robustrec.models.base import EmbeddingTable, Recommender, default_generator, seeded_linear
+from robustrec.models.base import (
+    BranchedGraphModel,
+    default_generator,
+    seeded_linear,
+)
 from robustrec.models.graph import sparse, spmm, to_csr, user_item_edges
 from robustrec.models.losses import bpr_loss
 
@@ -146,7 +150,7 @@ class _Branch(nn.Module):
         return torch.cat([users, items])
 
 
-class MMGCN(Recommender):
+class MMGCN(BranchedGraphModel):
     name = "mmgcn"
     reads_features_at_inference = True
 
@@ -206,18 +210,3 @@ class MMGCN(Recommender):
         if "image" in self.branches:
             reg = reg + self.branches["image"].preference.pow(2).mean()
         return bpr + self.reg_weight * reg
-
-    def inference_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        rep = self.representation()
-        return rep[: self.n_users], rep[self.n_users :]
-
-    def embedding_tables(self) -> list[EmbeddingTable]:
-        tables = [
-            EmbeddingTable("id_embedding", "user", 0, self.n_users),
-            EmbeddingTable("id_embedding", "item", self.n_users, self.n_items),
-        ]
-        tables += [EmbeddingTable(f"branches.{m}.preference", "user", 0, self.n_users) for m in self.branches]
-        return tables
-
-    def adversarial_inputs(self) -> dict[str, torch.Tensor]:
-        return {m: getattr(self, f"{m}_feat") for m in self.branches}

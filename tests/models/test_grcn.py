@@ -39,7 +39,7 @@ def reference_representation(model, dataset):
     edge_index = torch.stack([users, items])
     both = torch.cat([edge_index, edge_index[[1, 0]]], dim=1)
     contents, alphas = [], []
-    for modality, branch in model.content.items():
+    for modality, branch in model.branches.items():
         feat = F.leaky_relu(branch.mlp(getattr(dataset.features, modality)))
         preference, feat = F.normalize(branch.preference), F.normalize(feat)
         for _ in range(model.n_layers):
@@ -81,7 +81,7 @@ def test_routing_to_users_by_hand():
     # then the attention layer over both edge directions, here with dense masked softmaxes.
     tiny = make_tiny_dataset(n_users=6, n_items=8, seed=1)
     model = GRCN(tiny, generator=torch.Generator().manual_seed(0), n_layers=2, route_to_users=True)
-    branch = model.content["text"]
+    branch = model.branches["text"]
     users, items = user_item_edges(tiny.train_matrix)
     n = tiny.n_users + tiny.n_items
     adjacency = torch.zeros(n, n, dtype=torch.bool)
@@ -123,7 +123,7 @@ def test_every_trainable_tensor_is_a_registered_parameter(model, tiny):
     leaves = leaf_tensors(model.loss(batch_of(tiny)))
     assert leaves and all(id(leaf) in by_id for leaf in leaves)
     model.loss(batch_of(tiny)).backward()
-    for name in ("id_embedding", "confidence", "content.image.preference", "content.text.mlp.weight"):
+    for name in ("id_embedding", "confidence", "branches.image.preference", "branches.text.mlp.weight"):
         assert params[name].grad is not None and params[name].grad.abs().sum() > 0
 
 
@@ -186,7 +186,7 @@ def test_perturb_adds_to_the_raw_features(model, tiny):
 def test_tables_and_registry(model, tiny):
     tables = {(t.name, t.kind): t for t in model.embedding_tables()}
     assert tables[("id_embedding", "item")].offset == tiny.n_users
-    assert ("content.image.preference", "user") in tables
+    assert ("branches.image.preference", "user") in tables
     text_only = tiny.with_features(tiny.features.replace(image=None))
     single = build_model("grcn", text_only, generator=torch.Generator().manual_seed(0))
     assert single.confidence.shape == (tiny.n_users + tiny.n_items, 1)
