@@ -76,42 +76,37 @@ class CountingEncoder:
 
 
 def caption(args) -> None:
-    from captioning import CaptionCache, build_captioner, cached_caption_items
+    from captioning import CaptionCache
+    from captioning.imagenet import ImageNetCaptioner
+    from perturbations.caption import caption_source
     from robustrec.data.encoders import text_encoder_for
+    from robustrec.records import read_records
+
+    class CountingCaptioner(ImageNetCaptioner):
+        images = 0
+
+        def caption_items(self, items):
+            self.images += len(items)
+            return super().caption_items(items)
 
     with tempfile.TemporaryDirectory() as tmp:
         dataset, run = dataset_and_run(args, Path(tmp))
         print(f"machine: {machine()}\ndataset: {dataset.describe()}\nmodel: {args.model}\n")
-        captioner = build_captioner("imagenet")
-        cache = CaptionCache(Path(tmp) / "captions")
-        calls = {"images": 0}
-
-        def source(ids):
-            items = [(dataset.items[i].orig_id, dataset.items[i].image) for i in ids]
-            before = len(cache_keys(cache))
-            out = cached_caption_items(captioner, items, cache)
-            calls["images"] += len(cache_keys(cache)) - before
-            return {i: out[dataset.items[i].orig_id] for i in ids}
-
+        captioner = CountingCaptioner()
+        source = caption_source(captioner, CaptionCache(Path(tmp) / "captions"), dataset)
         evaluation = one_evaluation(dataset, run)
         print("| caption audit | changed items (all repeats) | texts encoded | images captioned | seconds | "
               "in evaluations |")
         print("|---|---|---|---|---|---|")
         for label in ("cold caption cache", "warm caption cache"):
-            encoder = CountingEncoder(text_encoder_for(dataset))
-            calls["images"] = 0
+            encoder = CountingEncoder(text_encoder_for(dataset))  # a fresh in-memory encoding memo each time
+            captioner.images = 0
             config = AuditConfig("caption", severities=(args.prob,), repeats=args.repeats)
             seconds, path = timed(audit_run, run, dataset, config, Path(tmp) / "out", source, encoder, False)
-            from robustrec.records import read_records
-
             changed = sum(r.details.get("changed_items", 0) for r in read_records(path) if not r.is_clean)
-            print(f"| {label}, p={args.prob}, R={args.repeats} | {changed} | {encoder.texts} | {calls['images']} | "
+            print(f"| {label}, p={args.prob}, R={args.repeats} | {changed} | {encoder.texts} | {captioner.images} | "
                   f"{seconds:.2f} | {seconds / evaluation:.0f} |", flush=True)
         print(f"\none evaluation: {evaluation:.4f} s")
-
-
-def cache_keys(cache) -> list:
-    return [p for p in Path(cache.folder).rglob("*") if p.is_file()] if hasattr(cache, "folder") else []
 
 
 def main() -> None:
