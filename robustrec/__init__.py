@@ -1,3 +1,63 @@
-"""robustrec: train multimodal recommenders with robust strategies and audit their robustness."""
+"""robustrec: train multimodal recommenders with robust strategies and audit their robustness.
+
+The public API, one import away::
+
+    from robustrec import open_dataset, RunSpec, TrainConfig, train, open_run, Evaluator
+
+Perturbation suites and audits live in :mod:`perturbations`, captioners in :mod:`captioning`,
+tables, plots and the CI gate in :mod:`reports`.
+"""
 
 __version__ = "0.1.0"
+
+# Re-exported lazily (PEP 562) so that light users (reports, the CI gate) do not import torch.
+_EXPORTS = {
+    "robustrec.data": ("Dataset", "ItemFeatures", "ItemInfo", "load_dataset", "open_dataset"),
+    "robustrec.errors": ("ConfigError", "DataError", "RobustRecError"),
+    "robustrec.evaluate": ("EvalResult", "Evaluator"),
+    "robustrec.models": ("MODELS", "Recommender", "build_model"),
+    "robustrec.records": ("Record", "load_records", "read_records", "write_records"),
+    "robustrec.runs": ("Run", "RunSpec", "TrainConfig", "open_run"),
+    "robustrec.strategies": ("STRATEGIES", "Strategy", "build_strategy"),
+    "robustrec.train": ("TrainResult", "train"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'robustrec' has no attribute {name!r}")
+
+
+__all__ = [
+    "MODELS",
+    "STRATEGIES",
+    "ConfigError",
+    "DataError",
+    "Dataset",
+    "EvalResult",
+    "Evaluator",
+    "ItemFeatures",
+    "ItemInfo",
+    "Record",
+    "Recommender",
+    "RobustRecError",
+    "Run",
+    "RunSpec",
+    "Strategy",
+    "TrainConfig",
+    "TrainResult",
+    "__version__",
+    "build_model",
+    "build_strategy",
+    "load_dataset",
+    "load_records",
+    "open_dataset",
+    "open_run",
+    "read_records",
+    "train",
+    "write_records",
+]
