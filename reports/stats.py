@@ -110,12 +110,15 @@ def _wilcoxon_pvalue(diffs: np.ndarray) -> float:
 
 
 def format_p(p: float) -> str:
-    """``0.41``, ``0.003``, ``<1e-4``; NaN as ``n/a``."""
+    """``0.41``, ``0.0503``, ``0.003``, ``<1e-4``; NaN as ``n/a`` (three digits near 0.05, so a value
+    just above the threshold never prints as "0.05")."""
     if math.isnan(p):
         return "n/a"
     if p < 1e-4:
         return "<1e-4"
-    return f"{p:.2g}" if p < 0.01 else f"{p:.2f}"
+    if p < 0.01:
+        return f"{p:.2g}"
+    return f"{p:.3g}" if p < 0.1 else f"{p:.2f}"
 
 
 def verdict(test: PairedTest, other_label: str, alpha: float = ALPHA) -> str:
