@@ -171,3 +171,32 @@ def test_audit_noise_and_bad_input(run_dir, tmp_path, capsys):
     one_line_error(capsys, ["audit", "--run", str(tmp_path), "--suite", "noise", "--out", str(tmp_path / "bad")],
                    "not a robustrec run folder")
     assert not (tmp_path / "bad").exists()
+
+
+def test_audit_caption_with_a_captions_file(tmp_path, capsys):
+    from robustrec.data import load_dataset
+    from robustrec.data.synthetic import make_synthetic
+
+    data = make_synthetic(tmp_path / "shop", n_users=50, n_items=30, seed=2, text_encoder="hashing",
+                          image_encoder="pixels", cache_dir=tmp_path / "cache")
+    items = load_dataset(data).items
+    captions = tmp_path / "captions.csv"
+    captions.write_text("item_id,caption\n" + "".join(f"{it.orig_id},a photo of thing {n}\n"
+                                                       for n, it in enumerate(items)))
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--model", "vbpr", "--epochs", "1", "--out", str(run),
+                 "--no-progress"]) == 0
+    out = tmp_path / "audit"
+    assert main(["audit", "--run", str(run), "--suite", "caption", "--captioner", "file", "--captions",
+                 str(captions), "--prob", "0,1", "--repeats", "2", "--out", str(out), "--no-progress"]) == 0
+    (path,) = out.glob("*.jsonl")
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    clean = rows[0]["metrics"]
+    assert all(r["metrics"] == clean for r in rows if r["severity"] == 0.0)
+    full = [r for r in rows if r["severity"] == 1.0]
+    with_image = sum(it.image is not None for it in items)
+    assert all(r["details"]["changed_items"] == with_image for r in full)
+    one_line_error(capsys, ["audit", "--run", str(run), "--suite", "caption", "--captioner", "nope",
+                            "--out", str(tmp_path / "x")], "unknown captioner 'nope'")
+    one_line_error(capsys, ["audit", "--run", str(run), "--suite", "text-noise", "--out", str(tmp_path / "x"),
+                            "--data", str(tmp_path)], "no .inter file")

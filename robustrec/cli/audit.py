@@ -41,6 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--captioner", default="imagenet", help="caption: imagenet (offline), blip2 or file")
     p.add_argument("--captions", metavar="FILE", help="caption: CSV/JSONL of item id -> caption (--captioner file)")
     p.add_argument("--captioner-model", metavar="PATH_OR_ID", help="caption: BLIP-2 weights folder or hub id")
+    p.add_argument("--captioner-prompt", help="caption: BLIP-2 prompt (default none)")
     p.add_argument("--captioner-device", default=None, help="caption: device for the captioner (default --device)")
     p.add_argument("--caption-cache", metavar="DIR",
                    help="caption cache folder (default $ROBUSTREC_CACHE/captions or ~/.cache/robustrec/captions)")
@@ -93,6 +94,8 @@ def caption_factory(args: argparse.Namespace):
         raise ConfigError("--captions is only used with --captioner file")
     if args.captioner_model:
         options["model"] = args.captioner_model
+    if args.captioner_prompt:
+        options["prompt"] = args.captioner_prompt
     if args.captioner != "file":
         options["device"] = args.captioner_device or args.device
     captioner = build_captioner(args.captioner, **options)
