@@ -6,7 +6,7 @@
 # 1. ingest ml100k-mm (MMRec preprocessing; identical split to ../shared/tools/ml100k_to_mmrec.py);
 # 2. FREEDOM and BM3, plain and Mirror Gradient (a1 1, a2 .2, beta 3), one run per seed;
 # 3. noise audits: absolute sigma^2 in {1e-6 (paper), 1e-4, 1e-2} and relative s in {0.1, 0.5, 1}, R = 10;
-# 4. MMGCN plain and mirror (seed 1), caption audit with the offline ImageNet captioner,
+# 4. MMGCN plain and mirror (seeds 1,2,3; at most 80 epochs), caption audit with the offline ImageNet captioner,
 #    p in {0.01 (paper), 0.1, 0.5, 1}, R = 5;
 # 5. reports (markdown + json) and plots.
 # Everything is written under OUT_DIR (never inside the repository: ml100k-mm is research-use only).
@@ -36,10 +36,10 @@ robustrec audit --run "${RUNS[@]}" --suite noise --noise-scale relative --scale 
   --out "$OUT/results/noise-relative" --no-progress
 
 for strategy in plain mirror; do
-  robustrec train --data "$DATA" --model mmgcn --strategy $strategy --seeds 1 --epochs 80 \
+  robustrec train --data "$DATA" --model mmgcn --strategy $strategy --seeds 1,2,3 --epochs 80 \
     --out "$OUT/runs/mmgcn-$strategy" --no-progress
 done
-robustrec audit --run "$OUT"/runs/mmgcn-*/seed-1 --suite caption --captioner imagenet \
+robustrec audit --run "$OUT"/runs/mmgcn-*/seed-* --suite caption --captioner imagenet \
   --prob 0.01,0.1,0.5,1 --repeats 5 --caption-cache "$OUT/caption-cache" \
   --out "$OUT/results/caption" --no-progress
 

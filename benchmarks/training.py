@@ -12,6 +12,8 @@ Two parts:
     python benchmarks/training.py epoch-times [--data DIR] [--models vbpr,bm3,freedom] [--epochs 6]
     python benchmarks/training.py fidelity [--models vbpr,bm3,freedom] [--strategies plain,mirror]
 
+Both take ``--threads N`` (default: torch's default, one per core), which the machine line prints.
+
 Without --data the MMRec split is built once under $ROBUSTREC_CACHE (needs ../shared); ``--data
 synthetic`` uses the embedded default dataset.
 """
@@ -148,7 +150,11 @@ def main() -> None:
     b.add_argument("--max-epochs", type=int, default=1000)
     b.add_argument("--json", help="append one JSON line per run to this file")
     b.set_defaults(func=fidelity)
+    for p in (a, b):
+        p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     args.func(args)
 
 
