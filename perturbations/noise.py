@@ -79,10 +79,11 @@ class EmbeddingNoise(Perturbation):
 
     def apply(self, model: Recommender, dataset: Dataset, generator: torch.Generator) -> PerturbedView:
         self.check(model, dataset)
-        clone = model.weights_copy()
+        targets = self.targets(model)
+        clone = model.weights_copy({name for name, _, _ in targets})  # untouched tensors stay shared
         params = dict(clone.named_parameters())
         sigmas: dict[str, float] = {}
-        for name, rows, scale_rows in self.targets(clone):
+        for name, rows, scale_rows in targets:
             param = params[name]
             target = param.data[rows]
             sigma = self._sigma(param.data[scale_rows])

@@ -78,7 +78,7 @@ def write_records(path: str | Path, records: list[Record], per_user: dict[int, d
         arrays = {f"r{i}/{name}": values for i, data in per_user.items() for name, values in data.items()}
         with atomic_path(npz) as tmp:
             with open(tmp, "wb") as f:
-                np.savez_compressed(f, **arrays)
+                np.savez(f, **arrays)  # uncompressed: zlib cost more than an evaluation per record
         for i in per_user:
             rows[i]["per_user"] = {"file": npz.name, "key": f"r{i}"}
     write_jsonl(path, rows)

@@ -21,7 +21,7 @@ import copy
 import functools
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -155,12 +155,13 @@ class Recommender(nn.Module):
         clone.load_state_dict(self.state_dict())
         return clone.to(self.device).train(self.training)
 
-    def weights_copy(self) -> Recommender:
-        """A cheap copy with its own parameters that shares every buffer (graphs, features).
+    def weights_copy(self, names: Collection[str] | None = None) -> Recommender:
+        """A cheap copy with its own copy of the parameters in ``names`` (default: all of them).
 
-        Buffers are never modified in place (models re-assign them), so sharing is safe; this is
-        what a weight perturbation needs without rebuilding graphs."""
-        return _weights_copy(self)
+        Every other tensor (the remaining parameters, buffers such as graphs and features) is shared
+        with this model, so the copy is for inference: buffers are never modified in place (models
+        re-assign them). This is what a weight perturbation needs without rebuilding graphs."""
+        return _weights_copy(self, None if names is None else set(names))
 
     def with_features(self, features: ItemFeatures) -> Recommender:
         """A copy that uses ``features``; graphs derived from features are rebuilt from them."""
@@ -199,12 +200,16 @@ class BranchedGraphModel(Recommender):
         return {m: getattr(self, f"{m}_feat") for m in self.branches}
 
 
-def _weights_copy(module: nn.Module) -> nn.Module:
+def _weights_copy(module: nn.Module, names: set[str] | None, prefix: str = "") -> nn.Module:
     clone = copy.copy(module)
     clone._parameters = {
-        name: None if p is None else nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad)
+        name: p if p is None or (names is not None and prefix + name not in names)
+        else nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad)
         for name, p in module._parameters.items()
     }
     clone._buffers = dict(module._buffers)
-    clone._modules = {name: None if m is None else _weights_copy(m) for name, m in module._modules.items()}
+    clone._modules = {
+        name: None if m is None else _weights_copy(m, names, f"{prefix}{name}.")
+        for name, m in module._modules.items()
+    }
     return clone

@@ -74,6 +74,19 @@ def test_copies_are_independent(name, tiny):
     assert torch.equal(scores(model, tiny), reference)
 
 
+@pytest.mark.parametrize("name", ["freedom", "mmgcn"])
+def test_weights_copy_of_some_parameters_shares_the_others(name, tiny):
+    model = build_model(name, tiny, generator=torch.Generator().manual_seed(0))
+    ours = dict(model.named_parameters())
+    chosen = {next(iter(ours)), list(ours)[-1]}  # a top-level and (for MMGCN) a nested parameter
+    copy = model.weights_copy(chosen)
+    theirs = dict(copy.named_parameters())
+    assert theirs.keys() == ours.keys()
+    for pname, param in theirs.items():
+        assert (param is ours[pname]) == (pname not in chosen), pname
+        torch.testing.assert_close(param, ours[pname])
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_state_dict_round_trip(name, tiny):
     model = build_model(name, tiny, generator=torch.Generator().manual_seed(0)).eval()
