@@ -13,7 +13,9 @@ from robustrec.data.dataset import Dataset
 from robustrec.data.sampling import Batch
 from robustrec.errors import ConfigError
 from robustrec.models.base import EmbeddingTable, Recommender, default_generator
-from robustrec.models.losses import bpr_loss, embedding_norm_loss
+
+#: MMRec's order of the modalities in f_i: cat(t_feat, v_feat).
+MODALITIES = ("text", "image")
 
 
 class VBPR(Recommender):
@@ -34,32 +36,34 @@ class VBPR(Recommender):
         g = default_generator(generator)
         self.reg_weight = reg_weight
         self.register_features(dataset.features)
-        width = sum(t.shape[1] for _, t in dataset.features.items())
+        present = [t for m in MODALITIES if (t := getattr(dataset.features, m)) is not None]
+        self.register_buffer("item_features", torch.cat(present, dim=1), persistent=False)
+        width = self.item_features.shape[1]
         self.user_embedding = nn.Parameter(torch.empty(self.n_users, 2 * embedding_size))
         self.item_embedding = nn.Parameter(torch.empty(self.n_items, embedding_size))
-        self.item_linear = nn.Linear(width, embedding_size)
+        self.item_linear = nn.utils.skip_init(nn.Linear, width, embedding_size)  # initialised below
         nn.init.xavier_uniform_(self.user_embedding, generator=g)
         nn.init.xavier_uniform_(self.item_embedding, generator=g)
         nn.init.xavier_normal_(self.item_linear.weight, generator=g)
         nn.init.zeros_(self.item_linear.bias)
 
-    def _item_representation(self, perturb: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        parts = []
-        for modality in ("text", "image"):  # MMRec's order: cat(t_feat, v_feat)
-            feat = getattr(self, f"{modality}_feat")
-            if feat is None:
-                continue
-            if perturb and modality in perturb:
-                feat = feat + perturb[modality]
-            parts.append(feat)
-        visual = self.item_linear(torch.cat(parts, dim=-1))
-        return torch.cat([self.item_embedding, visual], dim=-1)
+    def _features(self, perturb: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """``f_i`` for every item: the text and image features side by side (MMRec's order)."""
+        if not perturb:
+            return self.item_features
+        parts = [getattr(self, f"{m}_feat") + perturb[m] if m in perturb else getattr(self, f"{m}_feat")
+                 for m in MODALITIES if getattr(self, f"{m}_feat") is not None]
+        return torch.cat(parts, dim=1)
+
+    def _item_representation(self) -> torch.Tensor:
+        """``[q_i ; W f_i]`` for every item."""
+        return torch.cat([self.item_embedding, self.item_linear(self.item_features)], dim=-1)
 
     def loss(self, batch: Batch, perturb: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        items = self._item_representation(perturb)
-        users = self.user_embedding[batch.users]
-        pos, neg = items[batch.pos_items], items[batch.neg_items]
-        return bpr_loss(users, pos, neg) + self.reg_weight * embedding_norm_loss(users, pos, neg)
+        return VBPRLoss.apply(
+            self.user_embedding, self.item_embedding, self.item_linear.weight, self.item_linear.bias,
+            self._features(perturb), batch.users, batch.pos_items, batch.neg_items, self.reg_weight,
+        )
 
     def inference_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.user_embedding, self._item_representation()
@@ -72,3 +76,47 @@ class VBPR(Recommender):
 
     def adversarial_inputs(self) -> dict[str, torch.Tensor]:
         return {m: getattr(self, f"{m}_feat") for m in self.features.modalities}
+
+
+class VBPRLoss(torch.autograd.Function):
+    """VBPR's training loss with its gradients written out by hand:
+
+        L = -mean_b log sigmoid(x_b) + reg_weight * (||U_b|| + ||P_b|| + ||N_b||) / B,
+        x_b = U_b . (P_b - N_b),   item representations R = [Q ; F W^T + b],
+
+    the same value as ``bpr_loss`` + ``reg_weight * embedding_norm_loss`` on the batch's rows (a test
+    checks the value and every gradient against autograd on those functions). Why by hand: an epoch is
+    bound by the two feature-sized products (``F W^T`` forward, ``F^T dV`` backward), and autograd's
+    generic backward of the small ops around them cost more than the products themselves; written out,
+    the epoch takes 0.6x the time (benchmarks/README.md). The gradient with respect to the features is
+    computed only when they require it (AMR's perturbation).
+    """
+
+    @staticmethod
+    def forward(ctx, user_emb, item_emb, weight, bias, features, users, pos, neg, reg_weight):
+        items = torch.cat([item_emb, torch.addmm(bias, features, weight.t())], dim=1)
+        u, p, n = user_emb.index_select(0, users), items.index_select(0, pos), items.index_select(0, neg)
+        diff = p - n
+        x = (u * diff).sum(1)
+        norms = torch.stack([torch.linalg.vector_norm(t) for t in (u, p, n)])
+        size = len(users)
+        ctx.save_for_backward(features, weight, users, pos, neg, u, p, n, diff, x, norms)
+        ctx.reg_weight, ctx.size, ctx.shapes = reg_weight, size, (user_emb.shape, items.shape)
+        return torch.nn.functional.softplus(-x).mean() + reg_weight * norms.sum() / size
+
+    @staticmethod
+    def backward(ctx, grad):
+        features, weight, users, pos, neg, u, p, n, diff, x, norms = ctx.saved_tensors
+        (user_shape, items_shape), size = ctx.shapes, ctx.size
+        g_x = (grad * (torch.sigmoid(x) - 1) / size).unsqueeze(1)  # d/dx of softplus(-x) = sigmoid(x) - 1
+        reg = grad * ctx.reg_weight / (size * norms)  # d||t||/dt = t / ||t||
+        g_x_u = g_x * u
+        g_u = torch.addcmul(u * reg[0], g_x, diff)
+        g_items = torch.zeros(items_shape, dtype=u.dtype, device=u.device)
+        g_items.index_add_(0, pos, p * reg[1] + g_x_u).index_add_(0, neg, n * reg[2] - g_x_u)
+        g_user_emb = torch.zeros(user_shape, dtype=u.dtype, device=u.device).index_add_(0, users, g_u)
+        g_visual = g_items[:, weight.shape[0]:]
+        g_features = g_visual @ weight if ctx.needs_input_grad[4] else None
+        g_weight = (features.t() @ g_visual).t()
+        return (g_user_emb, g_items[:, : weight.shape[0]], g_weight, g_visual.sum(0), g_features,
+                None, None, None, None)
