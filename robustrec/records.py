@@ -3,8 +3,9 @@
 One :class:`Record` per (dataset, model, strategy, run/seed, suite, severity, repeat). The clean
 evaluation of a run is a record with ``repeat == -1`` and ``severity == 0``. Records are JSON lines;
 per-user metric values (for paired tests over users) live in an ``.npz`` beside them, referenced by
-``per_user = {"file": <path relative to the .jsonl>, "key": <prefix>}``, with arrays
-``<prefix>/users`` and ``<prefix>/<metric>``.
+``per_user = {"file": <path relative to the .jsonl>, "key": <prefix>, "columns": [<metric>, ...]}``,
+with arrays ``<prefix>/users`` and ``<prefix>/values`` (one row per column). Files written before
+``columns`` existed hold one array ``<prefix>/<metric>`` per metric; both layouts are read.
 
 Reports depend on this module only, never on models.
 """
@@ -75,12 +76,18 @@ def write_records(path: str | Path, records: list[Record], per_user: dict[int, d
     rows = [r.to_json() for r in records]
     if per_user:
         npz = path.with_suffix(".per_user.npz")
-        arrays = {f"r{i}/{name}": values for i, data in per_user.items() for name, values in data.items()}
+        arrays, columns = {}, {}
+        for i, data in per_user.items():
+            columns[i] = [name for name in data if name != "users"]
+            arrays[f"r{i}/users"] = data["users"]
+            arrays[f"r{i}/values"] = np.stack([data[name] for name in columns[i]])
         with atomic_path(npz) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, **arrays)  # uncompressed: zlib cost more than an evaluation per record
+                # two uncompressed arrays per record: zlib, and one array per metric, each cost more
+                # than a whole evaluation of a small dataset
+                np.savez(f, **arrays)
         for i in per_user:
-            rows[i]["per_user"] = {"file": npz.name, "key": f"r{i}"}
+            rows[i]["per_user"] = {"file": npz.name, "key": f"r{i}", "columns": columns[i]}
     write_jsonl(path, rows)
     return path
 
@@ -130,6 +137,9 @@ def read_per_user(source: Path, record: Record) -> dict[str, np.ndarray]:
     prefix = record.per_user["key"] + "/"
     try:
         with np.load(npz_path, allow_pickle=False) as data:
-            return {k[len(prefix):]: data[k] for k in data.files if k.startswith(prefix)}
-    except (OSError, ValueError) as exc:
+            if "columns" not in record.per_user:  # the first layout: one array per metric
+                return {k[len(prefix):]: data[k] for k in data.files if k.startswith(prefix)}
+            values = data[prefix + "values"]
+            return {"users": data[prefix + "users"], **dict(zip(record.per_user["columns"], values, strict=True))}
+    except (OSError, ValueError, KeyError) as exc:
         raise DataError(f"cannot read per-user values {npz_path}: {exc}") from None

@@ -14,6 +14,7 @@ A run folder holds
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import platform
@@ -121,8 +122,9 @@ def provenance(device: str | torch.device) -> dict[str, Any]:
     }
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
-    """The commit of the robustrec source tree, if it is a git checkout."""
+    """The commit of the robustrec source tree, if it is a git checkout (asked once per process)."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5

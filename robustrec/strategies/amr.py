@@ -86,11 +86,16 @@ class AMR(Strategy):
         self._fixed_scales = {}
 
     def perturbation(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The clean loss L(f) (with its graph) and the detached feature perturbations delta."""
+        """The clean loss L(f) and the detached feature perturbations delta.
+
+        One backward pass of the clean loss gives both its feature gradient (for delta) and its
+        parameter gradient; the returned loss carries the latter (see :class:`CarryGradient`), so the
+        objective's backward does not traverse the clean pass a second time."""
         inputs = self.model.adversarial_inputs()
         zeros = {m: torch.zeros_like(inputs[m], requires_grad=True) for m in self.perturbed}
+        params = [p for p in self.model.parameters() if p.requires_grad]
         clean = self.model.loss(batch, perturb=zeros)
-        grads = torch.autograd.grad(clean, list(zeros.values()), retain_graph=True, allow_unused=True)
+        grads = torch.autograd.grad(clean, [*zeros.values(), *params], allow_unused=True)
         deltas = {}
         for m, grad in zip(zeros, grads):
             if grad is None:
@@ -102,7 +107,7 @@ class AMR(Strategy):
                 size = self.eps * self._scale(m, inputs[m])
                 factor = torch.where(norms > 0, size / norms, 0.0)  # rows without a gradient stay put
                 deltas[m] = grad * factor
-        return clean, deltas
+        return CarryGradient.apply(clean.detach(), grads[len(zeros):], *params), deltas
 
     def _scale(self, modality: str, feature: torch.Tensor) -> float | torch.Tensor:
         """What eps is relative to: the global max |f| (read once for fixed features, per step for tables)."""
@@ -122,3 +127,19 @@ class AMR(Strategy):
 
     def label(self) -> str:
         return "AMR"
+
+
+class CarryGradient(torch.autograd.Function):
+    """``value`` unchanged, with the precomputed ``grads`` of ``params`` as its gradient.
+
+    Back-propagating ``c * CarryGradient.apply(L.detach(), dL/dparams, *params)`` adds ``c * dL/dp`` to
+    each parameter's gradient, as back-propagating ``c * L`` would, without the graph of ``L``."""
+
+    @staticmethod
+    def forward(ctx, value, grads, *params):
+        ctx.grads = grads
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, upstream):
+        return (None, None, *(None if g is None else g * upstream for g in ctx.grads))
