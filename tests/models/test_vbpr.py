@@ -78,3 +78,17 @@ def test_perturbed_features_change_the_loss_and_not_the_model(tiny):
     shifted = model.loss(batch, perturb={"image": noise}).detach()
     assert abs((clean - shifted).item()) > 1e-3
     assert torch.equal(model.item_features, before)
+
+
+def test_zero_rows_get_the_gradient_autograd_gives(tiny):
+    """||U_b|| = 0 (all users zero): the norm's gradient is 0 there, not NaN."""
+    model = make(tiny)
+    with torch.no_grad():
+        model.user_embedding.zero_()
+    batch = first_batch(tiny)
+    params = list(model.parameters())
+    ours = torch.autograd.grad(model.loss(batch), params)
+    theirs = torch.autograd.grad(reference_loss(model, batch, model.item_features), params)
+    for a, b in zip(ours, theirs, strict=True):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
