@@ -68,6 +68,7 @@ class AMR(Strategy):
         self.modalities = modalities
         self.eps_relative = bool(eps_relative)
         self.perturbed: tuple[str, ...] = ()
+        self._params: list[torch.nn.Parameter] = []
         self._fixed_scales: dict[str, float] = {}
 
     def setup(self, model, optimizer) -> None:
@@ -84,6 +85,7 @@ class AMR(Strategy):
             )
         self.perturbed = wanted
         self._fixed_scales = {}
+        self._params = [p for p in model.parameters() if p.requires_grad]
 
     def perturbation(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The clean loss L(f) and the detached feature perturbations delta.
@@ -93,9 +95,8 @@ class AMR(Strategy):
         objective's backward does not traverse the clean pass a second time."""
         inputs = self.model.adversarial_inputs()
         zeros = {m: torch.zeros_like(inputs[m], requires_grad=True) for m in self.perturbed}
-        params = [p for p in self.model.parameters() if p.requires_grad]
         clean = self.model.loss(batch, perturb=zeros)
-        grads = torch.autograd.grad(clean, [*zeros.values(), *params], allow_unused=True)
+        grads = torch.autograd.grad(clean, [*zeros.values(), *self._params], allow_unused=True)
         deltas = {}
         for m, grad in zip(zeros, grads):
             if grad is None:
@@ -107,7 +108,7 @@ class AMR(Strategy):
                 size = self.eps * self._scale(m, inputs[m])
                 factor = torch.where(norms > 0, size / norms, 0.0)  # rows without a gradient stay put
                 deltas[m] = grad * factor
-        return CarryGradient.apply(clean.detach(), grads[len(zeros):], *params), deltas
+        return CarryGradient.apply(clean.detach(), grads[len(zeros):], *self._params), deltas
 
     def _scale(self, modality: str, feature: torch.Tensor) -> float | torch.Tensor:
         """What eps is relative to: the global max |f| (read once for fixed features, per step for tables)."""
