@@ -89,10 +89,18 @@ def segment_softmax(scores: torch.Tensor, segments: torch.Tensor, n_segments: in
 
 
 def to_csr(adj: torch.Tensor) -> torch.Tensor:
-    """The CSR layout of a sparse COO matrix: for :func:`spmm`, several times faster than COO on CPU."""
+    """The CSR layout of a sparse COO matrix: for :func:`spmm`, several times faster than COO on CPU.
+
+    Indices are int32 where they fit, which the CPU sparse kernels (MKL) take as they are; with int64
+    every product first copies them (about 12% of a product on ml100k's graph).
+    """
     with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state"
         warnings.simplefilter("ignore", UserWarning)
-        return adj.coalesce().to_sparse_csr()
+        csr = adj.coalesce().to_sparse_csr()
+        if csr.values().numel() >= 2**31 - 1 or max(csr.shape) >= 2**31 - 1:
+            return csr
+        return torch.sparse_csr_tensor(csr.crow_indices().int(), csr.col_indices().int(), csr.values(),
+                                       csr.shape, check_invariants=False)
 
 
 class _SparseMatmul(torch.autograd.Function):
