@@ -1,16 +1,21 @@
 """Training speed, memory and accuracy against the reference implementation (MMRec).
 
-Two parts:
+Three parts:
 
 1. ``epoch-times``: for each model, plain and mirror (a1 1, a2 .2, beta 3) epochs interleaved in one
    process (ABAB...), median seconds per epoch and the mirror/plain ratio, plus the evaluation time
    and the peak resident memory of a child process that trains a few epochs. Ratios within one run are
    what count: the machine is shared.
-2. ``fidelity``: full training runs (early stopping, seed 999) on the MMRec-format split of ml100k-mm,
-   test recall@20 and s/epoch next to MMRec's figures from REFERENCES.md.
+2. ``fidelity``: full training runs (early stopping, seed 999 or ``--seeds``) on the MMRec-format
+   split of ml100k-mm, test recall@20 and s/epoch next to MMRec's figures from REFERENCES.md; with
+   several seeds, a mean +- std line per model and strategy.
+3. ``vbpr-floor``: VBPR plain epochs interleaved with "floor" epochs that do only what no VBPR
+   implementation can skip: sampling, the two feature-sized products (``F W^T`` and ``F^T dV``) and
+   the Adam step on tensors of the real sizes. It shows how much of an epoch the rest takes.
 
     python benchmarks/training.py epoch-times [--data DIR] [--models vbpr,bm3,freedom] [--epochs 6]
-    python benchmarks/training.py fidelity [--models vbpr,bm3,freedom] [--strategies plain,mirror]
+    python benchmarks/training.py fidelity [--models vbpr,bm3,freedom] [--strategies plain,mirror] [--seeds 1,2]
+    python benchmarks/training.py vbpr-floor [--data DIR] [--epochs 10]
 
 Both take ``--threads N`` (default: torch's default, one per core), which the machine line prints.
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -106,31 +112,78 @@ def epoch_times(args) -> None:
 
 def fidelity(args) -> None:
     dataset = load(args.data)
+    seeds = [int(x) for x in args.seeds.split(",")]
     print(f"machine: {machine()}")
     print(f"dataset: {dataset.describe()}\n")
-    print("| model | strategy | best epoch / run | test R@20 | MMRec R@20 | ratio | N@20 | R@5 | s/epoch | "
+    print("| model | strategy | seed | best epoch / run | test R@20 | MMRec R@20 | ratio | N@20 | R@5 | s/epoch | "
           "MMRec s/epoch | time ratio |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    summary = []
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models.split(","):
             for strategy in args.strategies.split(","):
                 if model == "pop" and strategy != "plain":
                     continue
-                spec = RunSpec(model, strategy, train=TrainConfig(seed=args.seed, epochs=args.max_epochs))
-                r = train(dataset, spec, Path(tmp) / f"{model}-{strategy}", progress=False)
                 ref = MMREC.get(model, {})
-                ratio = r.test["recall@20"] / ref["recall@20"] if ref else float("nan")
-                ref_s = ref.get("seconds")
-                time_ratio = f"{r.train_seconds_per_epoch / ref_s:.2f}" if ref_s else "-"
-                print(f"| {model} | {strategy} | {r.best_epoch} / {r.epochs_run} | {r.test['recall@20']:.4f} | "
-                      f"{ref.get('recall@20', float('nan')):.4f} | {ratio:.3f} | {r.test['ndcg@20']:.4f} | "
-                      f"{r.test['recall@5']:.4f} | {r.train_seconds_per_epoch:.3f} | {ref_s or '-'} | {time_ratio} |",
-                      flush=True)
-                if args.json:
-                    with open(args.json, "a") as f:
-                        f.write(json.dumps({"model": model, "strategy": strategy, "seed": args.seed,
-                                            "best_epoch": r.best_epoch, "epochs_run": r.epochs_run,
-                                            "test": r.test, "s_per_epoch": r.train_seconds_per_epoch}) + "\n")
+                recalls = []
+                for seed in seeds:
+                    spec = RunSpec(model, strategy, train=TrainConfig(seed=seed, epochs=args.max_epochs))
+                    r = train(dataset, spec, Path(tmp) / f"{model}-{strategy}-{seed}", progress=False)
+                    recalls.append(r.test["recall@20"])
+                    ratio = r.test["recall@20"] / ref["recall@20"] if ref else float("nan")
+                    ref_s = ref.get("seconds")
+                    time_ratio = f"{r.train_seconds_per_epoch / ref_s:.2f}" if ref_s else "-"
+                    print(f"| {model} | {strategy} | {seed} | {r.best_epoch} / {r.epochs_run} | "
+                          f"{r.test['recall@20']:.4f} | {ref.get('recall@20', float('nan')):.4f} | {ratio:.3f} | "
+                          f"{r.test['ndcg@20']:.4f} | {r.test['recall@5']:.4f} | {r.train_seconds_per_epoch:.3f} | "
+                          f"{ref_s or '-'} | {time_ratio} |", flush=True)
+                    if args.json:
+                        with open(args.json, "a") as f:
+                            f.write(json.dumps({"model": model, "strategy": strategy, "seed": seed,
+                                                "best_epoch": r.best_epoch, "epochs_run": r.epochs_run,
+                                                "test": r.test, "s_per_epoch": r.train_seconds_per_epoch}) + "\n")
+                if len(recalls) > 1:
+                    mean, std = statistics.mean(recalls), statistics.stdev(recalls)
+                    ratio = mean / ref["recall@20"] if ref else float("nan")
+                    summary.append(f"{model} {strategy}: test R@20 {mean:.4f} +- {std:.4f} over seeds "
+                                   f"{args.seeds} ({ratio:.3f}x MMRec's single run)")
+    for line in summary:
+        print(line)
+
+
+def vbpr_floor(args) -> None:
+    """Full VBPR epochs against epochs of only the products, the Adam step and sampling."""
+    dataset = load(args.data)
+    print(f"machine: {machine()}")
+    print(f"dataset: {dataset.describe()}\n")
+    full, bare = Trainer(dataset, "vbpr", "plain"), Trainer(dataset, "vbpr", "plain")
+    model, optimizer = bare.model, bare.strategy.optimizer
+    features, weight = model.item_features, model.item_linear.weight
+    sampler, gen = BPRSampler(dataset, 2048), torch.Generator().manual_seed(0)
+    upstream = torch.randn(dataset.n_items, weight.shape[0], generator=gen) * 1e-3  # stands for dL/d(F W^T)
+    grads = {p: torch.zeros_like(p) for p in model.parameters()}
+
+    def floor_epoch() -> None:
+        for _ in sampler.epoch(gen):
+            with torch.no_grad():
+                torch.addmm(model.item_linear.bias, features, weight.t())
+                grads[weight] = (features.t() @ upstream).t().contiguous()
+            for p in model.parameters():
+                p.grad = grads[p]
+            optimizer.step()
+
+    times: dict[str, list[float]] = {"full": [], "floor": []}
+    for _ in range(args.epochs + 1):  # the first epoch of each is a warm-up
+        times["full"].append(timed(full.run_epoch)[0])
+        times["floor"].append(timed(floor_epoch)[0])
+    whole, floor = median(times["full"][1:]), median(times["floor"][1:])
+    target = 0.5 * MMREC["vbpr"]["seconds"]
+    print("| VBPR epoch | s/epoch (median) | share of a full epoch |")
+    print("|---|---|---|")
+    print(f"| full (robustrec) | {whole:.3f} | 1.00 |")
+    print(f"| floor: sampling + F W^T + F^T dV + Adam | {floor:.3f} | {floor / whole:.2f} |")
+    print(f"| everything else (gathers, BPR, norms, scatters) | {whole - floor:.3f} | {(whole - floor) / whole:.2f} |")
+    print(f"\ntarget 0.5x MMRec = {target:.3f} s; the floor alone is {floor / target:.2f}x of it")
 
 
 def main() -> None:
@@ -146,11 +199,15 @@ def main() -> None:
     b.add_argument("--data")
     b.add_argument("--models", default="pop,vbpr,bm3,freedom")
     b.add_argument("--strategies", default="plain,mirror")
-    b.add_argument("--seed", type=int, default=999)
+    b.add_argument("--seeds", default="999", help="comma-separated seeds (default 999, MMRec's)")
     b.add_argument("--max-epochs", type=int, default=1000)
     b.add_argument("--json", help="append one JSON line per run to this file")
     b.set_defaults(func=fidelity)
-    for p in (a, b):
+    c = sub.add_parser("vbpr-floor")
+    c.add_argument("--data")
+    c.add_argument("--epochs", type=int, default=10)
+    c.set_defaults(func=vbpr_floor)
+    for p in (a, b, c):
         p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's default)")
     args = parser.parse_args()
     if args.threads:

@@ -122,8 +122,8 @@ class VBPRLoss(torch.autograd.Function):
         count_neg = torch.bincount(neg, minlength=len(items)).to(dtype)
         count_users = torch.bincount(users, minlength=len(user_emb)).to(dtype)
         g_items = items * (count_pos * reg[1] + count_neg * reg[2]).unsqueeze(1)
-        g_x_u = g_x * u
-        g_items.index_add_(0, pos, g_x_u).index_add_(0, neg, g_x_u, alpha=-1)
+        # (-g_x) * u rather than alpha=-1: index_add_ with an alpha is about 3x slower on CPU
+        g_items.index_add_(0, pos, g_x * u).index_add_(0, neg, g_x.neg() * u)
         g_user_emb = (user_emb * (count_users * reg[0]).unsqueeze(1)).index_add_(0, users, g_x * diff)
         width = weight.shape[0]  # q_i and W f_i are both embedding_size wide
         g_visual = g_items[:, width:]
