@@ -171,3 +171,14 @@ def test_text_only(tiny):
 def test_needs_features(tiny):
     with pytest.raises(ConfigError, match="features"):
         make(tiny.with_features(ItemFeatures()))
+
+
+def test_feature_perturbation_gets_the_table_gradient(tiny):
+    model = BM3(tiny, generator=torch.Generator().manual_seed(0))
+    batch = Batch(torch.tensor([0, 1, 2]), torch.tensor([0, 3, 3]), torch.tensor([1, 1, 1]),
+                  torch.Generator().manual_seed(1))
+    delta = torch.zeros_like(model.image_embedding, requires_grad=True)
+    model.loss(batch, perturb={"image": delta}).backward()
+    assert model.image_embedding.grad is not None
+    torch.testing.assert_close(delta.grad, model.image_embedding.grad)
+    assert delta.grad[[0, 3]].abs().sum() > 0 and delta.grad[[1, 2]].abs().sum() == 0
