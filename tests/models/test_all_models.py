@@ -42,6 +42,23 @@ def test_one_training_step(name, tiny):
     assert not torch.equal(before, scores(model.eval(), tiny))
 
 
+@pytest.mark.parametrize("name", TRAINABLE)
+def test_loss_finite_and_decreasing_on_a_fixed_batch(name, tiny):
+    model = build_model(name, tiny, generator=torch.Generator().manual_seed(0))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.pre_epoch(torch.Generator().manual_seed(0))
+    batch = first_batch(tiny)
+    losses = []
+    for _ in range(15):
+        optimizer.zero_grad()
+        loss = model.loss(batch)
+        assert torch.isfinite(loss)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_same_generator_same_model(name, tiny):
     a = build_model(name, tiny, generator=torch.Generator().manual_seed(5))
