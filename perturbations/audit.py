@@ -6,6 +6,10 @@ identical noise draws (common random numbers) and severities along one noise dir
 
 Results are :class:`robustrec.records.Record` lines written to ``out_dir``, one file per audited run
 and suite (with per-user metric values beside it for paired tests over users).
+
+Only finished runs are audited by default: a run folder without ``metrics.json`` was killed or is
+still training, and its checkpoint is merely the best so far. ``allow_unfinished`` audits it anyway
+and the records say so (``provenance["run_finished"]``).
 """
 
 from __future__ import annotations
@@ -28,11 +32,15 @@ from perturbations.caption import CaptionSource
 from robustrec.data.dataset import Dataset
 from robustrec.errors import ConfigError
 from robustrec.evaluate import Evaluator
+from robustrec.io import check_output_folder
 from robustrec.models.base import Recommender
 from robustrec.records import CLEAN_REPEAT, Record, write_records
-from robustrec.runs import Run, open_run, provenance
+from robustrec.runs import METRICS_FILE, Run, open_run, provenance
+from robustrec.train import resolve_device
 
 SUITES = ("noise", "caption", "image-noise", "text-noise")
+#: The seeds torch.Generator.manual_seed accepts.
+SEED_RANGE = (-(2**63), 2**64 - 1)
 DEFAULT_SEVERITY = {"noise": 1e-6, "caption": 0.01, "image-noise": 0.1, "text-noise": 0.1}
 
 
@@ -54,12 +62,19 @@ class AuditConfig:
     def __post_init__(self) -> None:
         if self.suite not in SUITES:
             raise ConfigError(f"unknown suite {self.suite!r}; known: {', '.join(SUITES)}")
-        if self.repeats < 1:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ConfigError(f"perturbation seed must be an integer, got {self.seed!r}")
+        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
             raise ConfigError(f"repeats must be >= 1, got {self.repeats}")
         if not self.severities:
             object.__setattr__(self, "severities", (DEFAULT_SEVERITY[self.suite],))
         if len(set(self.severities)) != len(self.severities):
             raise ConfigError("severities must be distinct")
+        low, high = repeat_seed(self.seed, 0), repeat_seed(self.seed, self.repeats - 1)
+        if not SEED_RANGE[0] <= min(low, high) <= max(low, high) <= SEED_RANGE[1]:
+            raise ConfigError(f"perturbation seed {str(self.seed)[:40]} with {str(self.repeats)[:40]} repeats is "
+                              f"out of range: the repeat seeds seed * 1000003 + repeat must lie in "
+                              f"[{SEED_RANGE[0]}, {SEED_RANGE[1]}]")
 
     def digest(self) -> str:
         data = asdict(self)
@@ -89,6 +104,16 @@ def run_name(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(parts)).strip("-")
 
 
+def require_finished(run: Run, allow_unfinished: bool = False) -> None:
+    """Refuse a run whose training has not finished (killed mid-training, or still running): its
+    checkpoint is only the best so far, and auditing it silently would mislabel the results."""
+    if not allow_unfinished and not run.finished:
+        raise ConfigError(
+            f"run {run.path} has not finished training (no {METRICS_FILE}); finish it first (`robustrec train "
+            f"... --out {run.path}` resumes it), or pass --allow-unfinished to audit its best checkpoint so far"
+        )
+
+
 def audit_run(
     run: Run,
     dataset: Dataset,
@@ -98,9 +123,16 @@ def audit_run(
     text_encoder: Any = None,
     progress: bool = True,
     model: Recommender | None = None,
+    allow_unfinished: bool = False,
 ) -> Path:
-    """Audit one run; write and return its records file."""
-    device = torch.device(config.device)
+    """Audit one run; write and return its records file.
+
+    An unfinished run is refused unless ``allow_unfinished``; the records say which it was
+    (``provenance["run_finished"]``).
+    """
+    check_output_folder(out_dir)
+    require_finished(run, allow_unfinished)
+    device = resolve_device(config.device)
     if model is None:
         model = run.load_model(dataset, device)
     perturbations = [make_perturbation(config, s, captions, text_encoder) for s in config.severities]
@@ -118,7 +150,7 @@ def audit_run(
         "config_hash": run.info.get("config_hash", run.spec.config_hash()),
         "suite": config.suite,
         "split": config.split,
-        "provenance": {**provenance(device), "audit": _jsonable(asdict(config))},
+        "provenance": {**provenance(device), "audit": _jsonable(asdict(config)), "run_finished": run.finished},
     }
     records: list[Record] = []
     per_user: dict[int, dict[str, np.ndarray]] = {}
@@ -161,15 +193,24 @@ def audit(
     text_encoder: Any = None,
     progress: bool = True,
     images_root: str | Path | None = None,
+    allow_unfinished: bool = False,
 ) -> list[Path]:
     """Audit several runs (e.g. one per seed and strategy). ``captions_factory(dataset)`` builds the
-    caption source for the caption suite. Datasets are loaded once per path."""
+    caption source for the caption suite. Datasets are loaded once per path.
+
+    Everything is checked before the first evaluation: the output folder, the device, that every run
+    finished training (unless ``allow_unfinished``), and that every perturbation applies.
+    """
     from robustrec.data import open_dataset
     from robustrec.data.mmrec import load_dataset
 
     if not run_paths:
         raise ConfigError("give at least one --run")
+    check_output_folder(out_dir)
+    device = resolve_device(config.device)
     runs = [open_run(p) for p in run_paths]
+    for run in runs:
+        require_finished(run, allow_unfinished)
     datasets: dict[str, Dataset] = {}
     sources: dict[str, CaptionSource | None] = {}
     prepared = []
@@ -180,12 +221,12 @@ def audit(
             datasets[key] = load_dataset(path, images_root) if images_root and path else open_dataset(path)
             wants_captions = captions_factory is not None and config.suite == "caption"
             sources[key] = captions_factory(datasets[key]) if wants_captions else None
-        model = run.load_model(datasets[key], torch.device(config.device))
+        model = run.load_model(datasets[key], device)
         for severity in config.severities:
             make_perturbation(config, severity, sources[key], text_encoder).check(model, datasets[key])
         prepared.append((run, key, model))
     return [
-        audit_run(run, datasets[key], config, out_dir, sources[key], text_encoder, progress, model)
+        audit_run(run, datasets[key], config, out_dir, sources[key], text_encoder, progress, model, allow_unfinished)
         for run, key, model in prepared
     ]
 

@@ -8,6 +8,7 @@ identity. Perturbations compose with :class:`Compose`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -32,8 +33,10 @@ class Perturbation:
     severity_name: ClassVar[str] = "severity"
 
     def __init__(self, severity: float) -> None:
-        if not isinstance(severity, (int, float)) or severity != severity:
-            raise ConfigError(f"{self.name}: severity must be a number")
+        # NaN and infinity are refused: an infinite noise variance, say, yields NaN scores and so
+        # made-up metrics, and records that JSON cannot hold
+        if isinstance(severity, bool) or not isinstance(severity, (int, float)) or not math.isfinite(severity):
+            raise ConfigError(f"{self.name}: severity must be a finite number, got {severity!r}")
         self.severity = float(severity)
 
     def check(self, model: Recommender, dataset: Dataset) -> None:

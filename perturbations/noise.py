@@ -16,6 +16,7 @@ standard normals scaled by sigma, so for one generator seed all severities share
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -51,7 +52,7 @@ class EmbeddingNoise(Perturbation):
         if item_ids is not None and target != "items":
             raise ConfigError("item ids can only restrict the 'items' target")
         self.scale, self.target = scale, target
-        self.item_ids = None if item_ids is None else torch.as_tensor(list(item_ids), dtype=torch.long)
+        self.item_ids = None if item_ids is None else _item_tensor(item_ids)
 
     @property
     def severity_name(self) -> str:  # type: ignore[override]
@@ -89,7 +90,11 @@ class EmbeddingNoise(Perturbation):
             sigma = self._sigma(param.data[scale_rows])
             noise = torch.randn(target.shape, generator=generator).to(param.device, param.dtype)
             if sigma > 0:
-                param.data[rows] = target + sigma * noise
+                perturbed = target + sigma * noise
+                if not bool(torch.isfinite(perturbed).all()):  # else: NaN scores, made-up metrics
+                    raise ConfigError(f"noise {self.severity_name}={self.severity:g} overflows {name} "
+                                      f"({param.dtype}): the perturbed weights are not finite numbers")
+                param.data[rows] = perturbed
             sigmas[name] = sigma
         details: dict[str, Any] = {"noise_scale": self.scale, "target": self.target, "effective_sigma": sigmas}
         if self.item_ids is not None:
@@ -103,3 +108,18 @@ class EmbeddingNoise(Perturbation):
 
     def describe(self) -> dict[str, Any]:
         return {"suite": self.name, self.severity_name: self.severity, "noise_scale": self.scale, "target": self.target}
+
+
+def _item_tensor(item_ids: Sequence[int]) -> torch.Tensor:
+    """Item ids as a long tensor. Each is checked first: torch raises an obscure overflow error for
+    ids beyond 64 bits; ids beyond the catalogue are refused by :meth:`EmbeddingNoise.check`."""
+    ids = []
+    for item in item_ids:
+        try:
+            value = operator.index(item)
+        except TypeError:
+            raise ConfigError(f"item ids must be integers, got {item!r}") from None
+        if not -(2**63) <= value < 2**63:
+            raise ConfigError(f"item id {str(value)[:40]} is out of range")
+        ids.append(value)
+    return torch.as_tensor(ids, dtype=torch.long)

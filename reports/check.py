@@ -19,7 +19,6 @@ An undefined drop (clean value 0) fails the drop rules: the budget cannot be ver
 
 from __future__ import annotations
 
-import json
 import math
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from robustrec.errors import ConfigError, DataError
-from robustrec.io import write_text
+from robustrec.io import read_json, write_text
 
 from .drops import (
     BASELINE_STRATEGY,
@@ -104,10 +103,7 @@ def parse_max_drop(specs: str | Sequence[str]) -> tuple[float | None, dict[float
             raise ConfigError(f"malformed --max-drop {','.join(items)!r}: empty budget")
         if "=" in item:
             sev_text, _, budget = item.partition("=")
-            try:
-                severity = float(sev_text)
-            except ValueError:
-                raise ConfigError(f"malformed --max-drop item {item!r}: {sev_text!r} is not a severity") from None
+            severity = _finite(sev_text, f"--max-drop item {item!r}")
             per_severity[severity] = parse_fraction(budget, f"--max-drop budget for severity {sev_text}")
         else:
             default = parse_fraction(item, "--max-drop")
@@ -121,24 +117,37 @@ def parse_min_clean(specs: Iterable[str]) -> dict[str, float]:
         metric, sep, value = spec.partition("=")
         if not sep:
             raise ConfigError(f"malformed --min-clean {spec!r}: write METRIC=VALUE, e.g. recall@20=0.3")
-        try:
-            out[validate_metric(metric.strip())] = float(value)
-        except ValueError:
-            raise ConfigError(f"malformed --min-clean {spec!r}: {value!r} is not a number") from None
+        out[validate_metric(metric.strip())] = _finite(value, f"--min-clean {spec!r}")
     return out
 
 
-def read_saved_report(path: str | Path) -> dict[str, Any]:
-    """A JSON report written by ``robustrec report --format json`` (DataError when unreadable)."""
-    path = Path(path)
+def _finite(text: str, what: str) -> float:
+    """A finite number: NaN would make every comparison false, so every check would pass."""
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read baseline report {path}: {exc}") from None
-    except json.JSONDecodeError:
-        raise DataError(f"baseline report {path} is not valid JSON") from None
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"malformed {what}: {text.strip()!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"malformed {what}: {text.strip()!r} is not a finite number")
+    return value
+
+
+def read_saved_report(path: str | Path) -> dict[str, Any]:
+    """A JSON report written by ``robustrec report --format json``, read strictly (DataError when
+    unreadable, not standard JSON, or not a saved report with well-typed cells)."""
+    doc = read_json(path, "baseline report")
     if not isinstance(doc, dict) or doc.get("schema") != REPORT_SCHEMA or not isinstance(doc.get("cells"), list):
         raise DataError(f"{path} is not a saved robustrec report (write one with: robustrec report --format json)")
+    for name in ("dataset", "dataset_fingerprint"):
+        if not isinstance(doc.get(name), str):
+            raise DataError(f"baseline report {path}: {name!r} must be a string")
+    metrics = doc.get("metrics", [])
+    if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
+        raise DataError(f"baseline report {path}: 'metrics' must be a list of metric names")
+    for n, cell in enumerate(doc["cells"]):
+        problem = _cell_problem(cell)
+        if problem:
+            raise DataError(f"baseline report {path} is malformed: cell {n} {problem}")
     return doc
 
 
@@ -219,19 +228,41 @@ def check_min_clean(results: AuditResults, minima: dict[str, float]) -> list[Che
             for metric, minimum in minima.items() for cell in _clean_cells(results, metric)]
 
 
+#: The fields of a saved report's cell that the baseline rule reads, and what each must be.
+_CELL_TEXT = ("model", "strategy", "suite", "severity_name", "noise_scale")
+_CELL_NUMBERS = ("clean", "drop_mean")  # null where the saved value was undefined
+
+
 def _baseline_cells(doc: dict[str, Any], metric: str) -> dict[tuple, dict[str, Any]]:
+    """The saved cells of ``metric`` by group key (checked by :func:`read_saved_report`)."""
     cells = {}
-    try:
-        for c in doc["cells"]:
-            if c["metric"] == metric:
-                key = (c["model"], c["strategy"], c["suite"], c["severity_name"], c["noise_scale"], float(c["severity"]))
-                cells[key] = c
-    except (KeyError, TypeError, ValueError):
-        raise DataError("baseline report is malformed (a cell lacks model/strategy/suite/severity/metric)") from None
+    for c in doc["cells"]:
+        if c["metric"] == metric:
+            cells[tuple(c[name] for name in _CELL_TEXT) + (float(c["severity"]),)] = c
     if not cells:
         raise DataError(f"baseline report has no {metric} numbers (it has {', '.join(doc.get('metrics', []))}); "
                         f"write it with: robustrec report --format json --metric {metric}")
     return cells
+
+
+def _cell_problem(cell: Any) -> str | None:
+    """What is wrong with a saved cell, or None. A baseline is a budget: a NaN in it would make every
+    comparison false (a silent pass), a string would crash the comparison."""
+    if not isinstance(cell, dict):
+        return "is not a JSON object"
+    for name in (*_CELL_TEXT, "metric"):
+        if not isinstance(cell.get(name), str):
+            return f"lacks a string {name!r}"
+    if not _is_finite_number(cell.get("severity")):
+        return "lacks a finite number 'severity'"
+    for name in _CELL_NUMBERS:
+        if cell.get(name) is not None and not _is_finite_number(cell[name]):
+            return f"has {name} = {cell[name]!r}, not a finite number or null"
+    return None
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_baseline(results: AuditResults, doc: dict[str, Any], metric: str,
@@ -244,6 +275,7 @@ def check_baseline(results: AuditResults, doc: dict[str, Any], metric: str,
     items: list[CheckItem] = []
     seen_clean: set[tuple] = set()
     current = set()
+    undefined = 0
     for cell in results.cells(metric):
         k = cell.key
         key = (k.model, k.strategy, k.suite, k.severity_name, k.noise_scale, k.severity)
@@ -255,6 +287,8 @@ def check_baseline(results: AuditResults, doc: dict[str, Any], metric: str,
             budget = base["drop_mean"] + tolerance
             what = f"baseline {100 * base['drop_mean']:.2f}% + tolerance {100 * tolerance:.2f} pp"
             items.append(_drop_item("baseline-drop", results, cell, budget, what))
+        else:
+            undefined += 1
         clean_key = key[:5]
         if base.get("clean") is not None and clean_key not in seen_clean:
             seen_clean.add(clean_key)
@@ -262,6 +296,8 @@ def check_baseline(results: AuditResults, doc: dict[str, Any], metric: str,
             items.append(_clean_item("baseline-clean", results, cell, base["clean"] - tolerance, what))
     missing = len(set(saved) - current)
     notes = [f"{missing} baseline group(s) are not in the results and were not compared"] if missing else []
+    if undefined:
+        notes.append(f"{undefined} baseline group(s) have no saved drop (undefined there) and were not compared")
     if not items:
         raise DataError("no result group matches the baseline report (different models, strategies or severities)")
     return items, notes
@@ -314,8 +350,11 @@ def check(
     for budget in ([max_drop] if max_drop is not None else []) + list(per_severity.values()):
         if not 0 <= budget <= 1:
             raise ConfigError(f"drop budget {budget} must be a fraction between 0 and 1")
-    if not tolerance >= 0:
-        raise ConfigError(f"tolerance {tolerance} must be >= 0")
+    if not 0 <= tolerance < math.inf:
+        raise ConfigError(f"tolerance {tolerance} must be a finite number >= 0")
+    for name, minimum in minima.items():
+        if not _is_finite_number(minimum):
+            raise ConfigError(f"minimum clean {name} {minimum!r} must be a finite number")
     doc = read_saved_report(baseline) if baseline is not None else None
     results = load_results(*([paths] if isinstance(paths, (str, Path)) else paths))
     results.require_metric(metric)

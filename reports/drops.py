@@ -15,6 +15,7 @@ deviations are sample standard deviations (ddof = 1) and NaN for fewer than two 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -305,8 +306,10 @@ def _common_metrics(records: Iterable[Loaded]) -> tuple[str, ...]:
 
 
 def _metric_order(key: str) -> tuple[int, str]:
+    """Sort key: by cut-off, then name. Records may hold any metric key (``isdigit`` accepts "²",
+    which ``int`` cannot convert), so only short ASCII digit strings are read as cut-offs."""
     name, _, k = key.partition("@")
-    return (int(k) if k.isdigit() else 0, name)
+    return (int(k) if re.fullmatch(r"[0-9]{1,10}", k) else 0, name)
 
 
 def _strategy_labels(records: Iterable[Loaded]) -> dict[str, str]:

@@ -104,12 +104,18 @@ def _curves(ax: Any, results: AuditResults, suite: SuiteKey, metric: str) -> Non
     ax.axhline(0, color="black", linewidth=0.6)
 
 
+def plot_format(path: str | Path) -> str:
+    """``"png"`` or ``"svg"`` from the file name; ConfigError for anything else."""
+    fmt = Path(path).suffix.lower().lstrip(".")
+    if fmt not in PLOT_FORMATS:
+        raise ConfigError(f"plot file {path} must end in .png or .svg")
+    return fmt
+
+
 def plot_drops(results: AuditResults, path: str | Path, metric: str = "recall@5") -> Path:
     """Draw the drops of ``metric`` for every suite and write them to ``path`` (.png or .svg) atomically."""
     path = Path(path)
-    fmt = path.suffix.lower().lstrip(".")
-    if fmt not in PLOT_FORMATS:
-        raise ConfigError(f"plot file {path} must end in .png or .svg")
+    fmt = plot_format(path)
     metric = results.require_metric(metric)
     plt = _pyplot()
     suites = results.suites

@@ -62,7 +62,9 @@ def _span(values: Sequence[int]) -> str:
 
 
 def _num(x: float) -> float | None:
-    return None if math.isnan(x) else float(x)
+    """A number for JSON, None where it is undefined: NaN (e.g. a drop from a clean value of 0) or
+    infinite (a std over drops that overflowed); JSON has neither."""
+    return float(x) if math.isfinite(x) else None
 
 
 # -- building tables -----------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import numpy as np
@@ -200,3 +201,198 @@ def test_audit_caption_with_a_captions_file(tmp_path, capsys):
                             "--out", str(tmp_path / "x")], "unknown captioner 'nope'")
     one_line_error(capsys, ["audit", "--run", str(run), "--suite", "text-noise", "--out", str(tmp_path / "x"),
                             "--data", str(tmp_path)], "no .inter file")
+
+
+# -- every bad input a clear error (issue 10) ---------------------------------------------------------
+def parse_error(capsys, argv, match):
+    """argparse refuses ``argv``: exit status 2 and ``match`` in its message (usage + one error line)."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "Traceback" not in err and match in err, err
+
+
+def audit_argv(run_dir, out, *extra):
+    repeats = [] if "--repeats" in extra else ["--repeats", "1"]
+    return ["audit", "--run", str(run_dir), *repeats, "--out", str(out), "--no-progress", *extra]
+
+
+@pytest.mark.parametrize("flags", [
+    ["--suite", "noise", "--sigma2", "inf"],
+    ["--suite", "noise", "--sigma2", "1e-4,nan"],
+    ["--suite", "noise", "--noise-scale", "relative", "--scale", "Infinity"],
+    ["--suite", "caption", "--prob", "nan"],
+])
+def test_float_options_refuse_nan_and_inf(run_dir, tmp_path, capsys, flags):
+    """``--sigma2 inf`` used to run, write non-standard ``Infinity`` records and report an 83% drop."""
+    parse_error(capsys, audit_argv(run_dir, tmp_path / "out", *flags), "expected a finite number")
+    assert not (tmp_path / "out").exists()
+
+
+def test_integer_options_refuse_what_torch_cannot_hold(run_dir, tmp_path, capsys):
+    parse_error(capsys, audit_argv(run_dir, tmp_path / "out", "--suite", "noise", "--items", "9" * 30),
+                "out of range")
+    one_line_error(capsys, audit_argv(run_dir, tmp_path / "out", "--suite", "noise", "--seed", "9" * 30),
+                   "perturbation seed 999999999999999999999999999999 with 1 repeats is out of range")
+    one_line_error(capsys, audit_argv(run_dir, tmp_path / "out", "--suite", "noise", "--seed", "0", "--repeats",
+                                      "9" * 30), "out of range")
+    one_line_error(capsys, audit_argv(run_dir, tmp_path / "out", "--suite", "noise", "--items", "1,10000"),
+                   "item id 10000 is out of range")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unknown_device_is_a_parse_error(run_dir, tmp_path, capsys):
+    parse_error(capsys, ["evaluate", "--run", str(run_dir), "--device", "nope"], "unknown device 'nope'")
+    parse_error(capsys, audit_argv(run_dir, tmp_path / "out", "--suite", "noise", "--device", "gpu:x"),
+                "unknown device")
+
+
+def test_noise_that_overflows_the_weights_is_refused(run_dir, tmp_path, capsys):
+    """sigma^2 = 1e80 is finite, but sigma = 1e40 is beyond float32: the weights (and scores) would be
+    inf / NaN and every metric made up."""
+    one_line_error(capsys, audit_argv(run_dir, tmp_path / "out", "--suite", "noise", "--sigma2", "1e80"),
+                   "overflows item_embedding")
+    assert not list(tmp_path.rglob("*.jsonl"))
+
+
+def test_audit_out_is_checked_before_any_work(run_dir, tmp_path, capsys, monkeypatch):
+    def no_work(*args, **kwargs):
+        raise AssertionError("a run was opened before --out was checked")
+
+    monkeypatch.setattr(importlib.import_module("perturbations.audit"), "open_run", no_work)
+    (tmp_path / "file").write_text("x")
+    one_line_error(capsys, audit_argv(run_dir, tmp_path / "file", "--suite", "noise"),
+                   "--out " + str(tmp_path / "file") + " exists and is not a folder")
+    one_line_error(capsys, audit_argv(run_dir, tmp_path / "file" / "sub", "--suite", "noise"), "is not a folder")
+    one_line_error(capsys, audit_argv(run_dir, "/proc/robustrec-audit", "--suite", "noise"), "cannot write in /proc")
+    one_line_error(capsys, audit_argv(run_dir, tmp_path / "out", "--suite", "caption", "--caption-cache",
+                                      str(tmp_path / "file")), "--caption-cache")
+    assert (tmp_path / "file").read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_demo_checks_everything_before_training(tmp_path, capsys, monkeypatch):
+    import robustrec.train
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the demo trained before checking its options")
+
+    monkeypatch.setattr(robustrec.train, "train", no_training)
+    (tmp_path / "file").write_text("x")
+    out = str(tmp_path / "demo")
+    for argv, match in [
+        (["--out", str(tmp_path / "file")], "exists and is not a folder"),
+        (["--out", out, "--captioner", "file"], "the demo has no captions file"),
+        (["--out", out, "--captioner", "nope"], "unknown captioner 'nope'"),
+        (["--out", out, "--metric", "recall@7"], "the demo's runs measure k = 5, 10, 20"),
+        (["--out", out, "--metric", "recall"], "unknown metric"),
+        (["--out", out, "--prob", "1.5"], "--prob must be in [0, 1]"),
+        (["--out", out, "--sigma2", "-1"], "must be >= 0"),
+        (["--out", out, "--patience", "-1"], "patience"),
+        (["--out", out, "--seeds", "1,1"], "--seeds must be distinct"),
+    ]:
+        one_line_error(capsys, ["demo", "--no-progress", *argv], match)
+    parse_error(capsys, ["demo", "--out", out, "--scale", "nan"], "expected a finite number")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+@pytest.mark.parametrize("exc, match", [
+    (PermissionError(13, "Permission denied", "/data/x.jsonl"), "Permission denied: '/data/x.jsonl'"),
+    (OSError(28, "No space left on device"), "No space left on device"),
+    (MemoryError(), "out of memory"),
+    (RecursionError("maximum recursion depth exceeded"), "nested too deeply"),
+])
+def test_the_users_environment_is_one_line_not_a_traceback(capsys, monkeypatch, exc, match):
+    import robustrec.cli.report
+
+    def fails(args):
+        raise exc
+
+    monkeypatch.setattr(robustrec.cli.report, "run", fails)
+    err = one_line_error(capsys, ["report", "anything"], match)
+    assert err.startswith("robustrec report: error: ")
+
+
+def test_programming_errors_keep_their_traceback(monkeypatch):
+    import robustrec.cli.report
+
+    def fails(args):
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(robustrec.cli.report, "run", fails)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["report", "anything"])
+
+
+@pytest.mark.parametrize("value, match", [("x", "must be an integer, got 'x'"), ("0", "must be between 1 and 1024"),
+                                          ("99999999999", "must be between 1 and 1024")])
+def test_a_bad_threads_environment_variable_is_one_line(tmp_path, capsys, monkeypatch, value, match):
+    """It used to be read with int() while the parser was built: a traceback, even for --help."""
+    monkeypatch.setenv("ROBUSTREC_THREADS", value)
+    one_line_error(capsys, ["report", str(tmp_path)], "$ROBUSTREC_THREADS " + match)
+    one_line_error(capsys, ["--threads", "0", "report", str(tmp_path)], "--threads must be between 1 and 1024")
+    with pytest.raises(SystemExit) as exc:
+        main(["report", "--help"])
+    assert exc.value.code == 0
+
+
+@pytest.fixture
+def unfinished_run(run_dir, tmp_path):
+    """A copy of ``run_dir`` as a run killed mid-training leaves it: a checkpoint, no metrics.json."""
+    import shutil
+
+    out = tmp_path / "unfinished"
+    shutil.copytree(run_dir, out)
+    (out / "metrics.json").unlink()
+    return out
+
+
+def test_auditing_an_unfinished_run_needs_an_opt_in(unfinished_run, run_dir, tmp_path, capsys):
+    argv = ["audit", "--run", str(run_dir), str(unfinished_run), "--suite", "noise", "--sigma2", "1e-4",
+            "--repeats", "1", "--out", str(tmp_path / "out"), "--no-progress"]
+    err = one_line_error(capsys, argv, f"run {unfinished_run} has not finished training (no metrics.json)")
+    assert "--allow-unfinished" in err and "robustrec train" in err
+    assert not (tmp_path / "out").exists()  # refused before any evaluation, the finished run's included
+    assert main([*argv, "--allow-unfinished"]) == 0
+    finished = {}
+    for path in (tmp_path / "out").glob("*.jsonl"):
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        assert len({r["provenance"]["run_finished"] for r in rows}) == 1
+        finished[rows[0]["run"]] = rows[0]["provenance"]["run_finished"]
+    assert finished == {str(run_dir): True, str(unfinished_run): False}
+
+
+def test_evaluating_an_unfinished_run_warns(unfinished_run, capsys):
+    assert main(["evaluate", "--run", str(unfinished_run)]) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "has not finished training" in err
+    assert (unfinished_run / "evaluation.json").is_file()
+
+
+def test_evaluate_checks_its_output_before_evaluating(run_dir, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / "evaluation.json").unlink(missing_ok=True)
+    (run / "evaluation.json").mkdir()
+    one_line_error(capsys, ["evaluate", "--run", str(run)], "evaluation.json is a folder")
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.slow  # a fresh interpreter imports torch: about 3 s
+def test_a_closed_stdout_ends_quietly_in_a_real_process(tmp_path):
+    """``robustrec report ... | head -1``: exit 141, and no "Exception ignored ... BrokenPipeError" from
+    the flush at interpreter exit (which only a separate process shows)."""
+    import subprocess
+    import sys
+
+    from robustrec.records import write_records
+    from tests.reports.conftest import make_audit
+
+    write_records(tmp_path / "a.jsonl", make_audit())
+    proc = subprocess.Popen([sys.executable, "-m", "robustrec", "report", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before anything is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, err
+    assert err == ""

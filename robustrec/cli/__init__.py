@@ -1,23 +1,34 @@
 """The ``robustrec`` command: a thin shell over the public API.
 
 Each sub-command lives in its own module exposing ``add_parser(subparsers)`` (which sets
-``func`` on its parser) and is wired here. User errors (:class:`RobustRecError`) print one line on
-stderr and exit with status 2.
+``func`` on its parser) and is wired here. What the user or their machine causes prints one line on
+stderr and exits with status 2: user errors (:class:`RobustRecError`), and OS errors (a file that
+cannot be read or written), MemoryError (an input too large) and RecursionError (an input nested
+too deeply) that slipped past the checks at the edges. Every other exception is a programming error
+and keeps its traceback. A closed stdout (``robustrec report ... | head -1``) ends quietly.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import os
 import sys
 
 import torch
 
 from robustrec import __version__
-from robustrec.errors import RobustRecError
+from robustrec.errors import ConfigError, RobustRecError
+from robustrec.io import os_error_text
 
 COMMANDS = ("ingest", "train", "evaluate", "audit", "report", "check", "demo")
+
+
+#: Exit status when stdout was closed early (128 + SIGPIPE, as a process killed by the signal).
+EXIT_BROKEN_PIPE = 141
+THREADS_ENV = "ROBUSTREC_THREADS"
+MAX_THREADS = 1024
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--threads",
         type=int,
-        default=int(os.environ.get("ROBUSTREC_THREADS", "1")),
-        help="torch CPU threads (default 1, or $ROBUSTREC_THREADS): the models' operations are small, and "
+        default=None,
+        help=f"torch CPU threads (default 1, or ${THREADS_ENV}): the models' operations are small, and "
         "with more threads than free cores torch slows down many-fold (benchmarks/README.md)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -40,21 +51,69 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def thread_count(option: int | None) -> int:
+    """--threads, else $ROBUSTREC_THREADS, else 1; ConfigError unless it is an integer in range.
+
+    Read here rather than as the parser's default, so a bad environment value is a one-line error
+    instead of a crash while the parser is built (which would also break ``--help``).
+    """
+    if option is not None:
+        value, source = option, "--threads"
+    else:
+        text = os.environ.get(THREADS_ENV, "1")
+        source = f"${THREADS_ENV}"
+        try:
+            value = int(text)
+        except ValueError:
+            raise ConfigError(f"{source} must be an integer, got {text[:40]!r}") from None
+    if not 1 <= value <= MAX_THREADS:
+        raise ConfigError(f"{source} must be between 1 and {MAX_THREADS}, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.threads < 1:
-        print("robustrec: error: --threads must be >= 1", file=sys.stderr)
-        return 2
-    torch.set_num_threads(args.threads)
     try:
-        return int(args.func(args) or 0)
+        torch.set_num_threads(thread_count(args.threads))
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, where it is caught, not at interpreter exit
+        return code
     except RobustRecError as exc:
-        print(f"robustrec {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(args.command, str(exc))
+    except BrokenPipeError:
+        return _stdout_closed()
+    except OSError as exc:  # a file the checks at the edges did not cover
+        return _error(args.command, os_error_text(exc))
+    except MemoryError:
+        return _error(args.command, "out of memory (is an input or option far larger than intended?)")
+    except RecursionError:
+        return _error(args.command, "an input is nested too deeply to process")
     except KeyboardInterrupt:
         print(f"robustrec {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _error(command: str, message: str) -> int:
+    """Print one line (the message's first) on stderr; return the bad-input exit status."""
+    first = (message.strip().splitlines() or ["unknown error"])[0]
+    print(f"robustrec {command}: error: {first}", file=sys.stderr)
+    return 2
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (``| head -1``): stop quietly.
+
+    Python's recipe: point the stdout file descriptor at /dev/null, so the flush at interpreter exit
+    does not fail again and print "Exception ignored ... BrokenPipeError".
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass  # stdout has no file descriptor (captured in-process): nothing is flushed at exit
+    return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,8 +7,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from robustrec.cli.common import add_device_argument, float_list, int_list
+from robustrec.cli.common import add_device_argument, device_name, float_list, int_list
 from robustrec.errors import ConfigError
+from robustrec.io import check_output_folder
 
 SUITE_HELP = (
     "noise: Gaussian noise in learnable embedding tables (paper Table 4); caption: image captions "
@@ -42,7 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--captions", metavar="FILE", help="caption: CSV/JSONL of item id -> caption (--captioner file)")
     p.add_argument("--captioner-model", metavar="PATH_OR_ID", help="caption: BLIP-2 weights folder or hub id")
     p.add_argument("--captioner-prompt", help="caption: BLIP-2 prompt (default none)")
-    p.add_argument("--captioner-device", default=None, help="caption: device for the captioner (default --device)")
+    p.add_argument("--captioner-device", type=device_name, default=None,
+                   help="caption: device for the captioner (default --device)")
     p.add_argument("--caption-cache", metavar="DIR",
                    help="caption cache folder (default $ROBUSTREC_CACHE/captions or ~/.cache/robustrec/captions)")
     p.add_argument("--images", metavar="DIR", help="caption: folder that relative image paths resolve against")
@@ -52,6 +54,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", metavar="DIR", help="dataset folder (default: each run's own)")
     add_device_argument(p)
     p.add_argument("--no-per-user", action="store_true", help="do not store per-user metric values")
+    p.add_argument("--allow-unfinished", action="store_true",
+                   help="audit runs whose training has not finished (their best checkpoint so far); "
+                        "the records say so in provenance.run_finished")
     p.add_argument("--out", required=True, help="folder for the result records")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -107,6 +112,9 @@ def caption_factory(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from perturbations import AuditConfig, audit
 
+    check_output_folder(args.out)  # before any work, the captioner included
+    if args.caption_cache:
+        check_output_folder(args.caption_cache, "--caption-cache")
     config = AuditConfig(
         suite=args.suite,
         severities=severities(args),
@@ -122,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     )
     factory = caption_factory(args) if args.suite == "caption" else None
     paths = audit(args.run, config, args.out, data=args.data, captions_factory=factory,
-                  progress=not args.no_progress, images_root=args.images)
+                  progress=not args.no_progress, images_root=args.images, allow_unfinished=args.allow_unfinished)
     for path in paths:
         print(path)
     return 0

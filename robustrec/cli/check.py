@@ -12,7 +12,9 @@ from reports.check import (
     parse_max_drop,
     parse_min_clean,
 )
+from robustrec.cli.common import finite_float
 from robustrec.errors import ConfigError
+from robustrec.io import check_output_file
 
 DESCRIPTION = """\
 Fail (exit status 1) when audit results exceed their robustness budgets; exit 2 on bad input
@@ -58,11 +60,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _tolerance(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:
+    value = finite_float(text)
+    if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
     return value
 
@@ -70,6 +69,8 @@ def _tolerance(text: str) -> float:
 def run(args: argparse.Namespace) -> int:
     if args.tolerance and args.baseline is None and MIRROR_NOT_WORSE not in args.require:
         raise ConfigError("--tolerance applies to --baseline and --require mirror-not-worse; give one of them")
+    if args.junit is not None:
+        check_output_file(args.junit, "--junit")
     max_drop, per_severity = parse_max_drop(args.max_drop) if args.max_drop else (None, {})
     result = check(
         args.paths, max_drop=max_drop, max_drop_per_severity=per_severity,

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
+
+import torch
 
 from robustrec.data.dataset import Dataset
 from robustrec.errors import ConfigError
@@ -19,7 +22,16 @@ def add_data_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    parser.add_argument("--device", type=device_name, default="cpu", help="cpu (default) or cuda[:N]")
+
+
+def device_name(text: str) -> str:
+    """A device string torch can parse (whether the device exists is checked when it is used)."""
+    try:
+        torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use cpu, cuda or cuda:N") from None
+    return text
 
 
 def open_data(path: str | Path | None) -> Dataset:
@@ -28,24 +40,48 @@ def open_data(path: str | Path | None) -> Dataset:
     return open_dataset(path)
 
 
+#: Integers given on the command line become torch int64 values (item ids, seeds): beyond this
+#: range torch raises OverflowError deep inside, so the options refuse them up front.
+INT64 = (-(2**63), 2**63 - 1)
+
+
 def int_list(text: str) -> tuple[int, ...]:
+    """``"1,2,3"`` -> ``(1, 2, 3)``; each value must fit in 64 bits."""
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {_short(text)}") from None
     if not values:
         raise argparse.ArgumentTypeError("expected at least one integer")
+    for value in values:
+        if not INT64[0] <= value <= INT64[1]:
+            raise argparse.ArgumentTypeError(f"{_short(str(value))} is out of range (integers here fit in 64 bits)")
     return values
 
 
 def float_list(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    """``"1e-6,1e-4"`` -> ``(1e-06, 0.0001)``; NaN and infinity are refused (see :func:`finite_float`)."""
+    values = tuple(finite_float(v) for v in text.split(",") if v.strip())
     if not values:
         raise argparse.ArgumentTypeError("expected at least one number")
     return values
+
+
+def finite_float(text: str) -> float:
+    """A finite number. ``float`` accepts "nan" and "inf", which no option means: an infinite
+    severity or tolerance turns every result into a made-up number or every check into a pass."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {_short(text)}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {_short(text)}")
+    return value
+
+
+def _short(text: str, limit: int = 40) -> str:
+    """``repr`` of user text, cut so that a huge argument still gives a one-line message."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
 
 
 def print_metrics(title: str, metrics: dict[str, float]) -> None:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from robustrec.cli.common import add_data_argument, add_device_argument, float_list, int_list, open_data
-from robustrec.errors import ConfigError
-from robustrec.io import write_text
+from robustrec.errors import ConfigError, DataError
+from robustrec.io import check_output_folder, read_json, write_text
+from robustrec.metrics import parse_metric
 from robustrec.runs import METRICS_FILE, RunSpec, TrainConfig
 
 
@@ -54,7 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sigma2", type=float_list, default=(1e-6, 1e-4, 1e-2), help="noise severities")
     p.add_argument("--scale", type=float_list, default=(0.1, 0.5, 1.0), help="relative noise scales s")
     p.add_argument("--prob", type=float_list, default=(0.01, 0.1, 0.5), help="caption probabilities")
-    p.add_argument("--captioner", default="imagenet", help="imagenet (offline, default), blip2 or file")
+    p.add_argument("--captioner", default="imagenet", help="imagenet (offline, default) or blip2")
     p.add_argument("--metric", default="recall@20", help="metric for the report and plots")
     add_device_argument(p)
     p.add_argument("--no-progress", action="store_true")
@@ -62,14 +62,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_demo(data: str | None, out: str | Path, config: DemoConfig = DemoConfig(), progress: bool = True) -> Path:
-    """Run the demo into ``out``; return the path of the markdown report."""
+    """Run the demo into ``out``; return the path of the markdown report.
+
+    The output folder, the metric and the captioner are checked before anything is trained.
+    """
     from captioning import CaptionCache, build_captioner
     from perturbations import AuditConfig, audit
     from perturbations.caption import caption_source
     from reports import load_results, plot_drops, render
     from robustrec.train import train
 
-    out = Path(out)
+    out = check_output_folder(out)
+    _check_config(config)
+    captioner = build_captioner(config.captioner, device=config.device)  # fails now, not after training
     dataset = open_data(data)
     print(dataset.describe())
     runs: dict[str, list[Path]] = {}
@@ -96,7 +101,6 @@ def run_demo(data: str | None, out: str | Path, config: DemoConfig = DemoConfig(
                            noise_scale="relative")
     audit(noise_runs, relative, results / "noise-relative", data=data or dataset.root, progress=progress)
 
-    captioner = build_captioner(config.captioner, **({} if config.captioner == "file" else {"device": config.device}))
     cache = CaptionCache(out / "caption-cache")
 
     caption_runs = [p for m in config.caption_models for p in runs[m]]
@@ -121,6 +125,31 @@ def run_demo(data: str | None, out: str | Path, config: DemoConfig = DemoConfig(
     return report
 
 
+def _check_config(config: DemoConfig) -> None:
+    """Refuse what would only fail after all the training: training settings, severities, the report
+    metric and the captioner."""
+    from perturbations import EmbeddingNoise
+
+    if len(set(config.seeds)) != len(config.seeds):
+        raise ConfigError(f"--seeds must be distinct, got {','.join(map(str, config.seeds))}")
+    for seed in config.seeds:
+        TrainConfig(epochs=config.epochs, patience=config.patience, seed=seed, device=config.device)
+    for sigma2 in config.sigma2:
+        EmbeddingNoise(sigma2)
+    for scale in config.scales:
+        EmbeddingNoise(scale, scale="relative")
+    bad = [p for p in config.probs if not 0 <= p <= 1]
+    if bad:
+        raise ConfigError(f"--prob must be in [0, 1], got {bad[0]}")
+    _, k = parse_metric(config.metric)
+    if k not in TrainConfig().topk:
+        raise ConfigError(f"--metric {config.metric}: the demo's runs measure k = "
+                          f"{', '.join(map(str, TrainConfig().topk))}")
+    if config.captioner == "file":
+        raise ConfigError("the demo has no captions file; use --captioner imagenet or blip2 "
+                          "(robustrec audit takes --captioner file --captions FILE)")
+
+
 def demote_headings(markdown: str, levels: int = 1) -> str:
     """Nest a rendered report under a section: '# x' becomes '## x'."""
     return "\n".join("#" * levels + line if line.startswith("#") else line for line in markdown.splitlines())
@@ -131,11 +160,17 @@ def _training_table(runs: dict[str, list[Path]]) -> str:
              "|---|---|---|---|---|---|"]
     for paths in runs.values():
         for path in paths:
-            m = json.loads((path / METRICS_FILE).read_text())
-            lines.append(
-                f"| {path.parent.name}/{path.name} | {m['best_epoch']} | {m['valid']['recall@20']:.4f} | "
-                f"{m['test']['recall@20']:.4f} | {m['test']['ndcg@20']:.4f} | {m['train_seconds_per_epoch']:.2f} |"
-            )
+            m = read_json(path / METRICS_FILE, "run metrics")
+            try:
+                row = (m["best_epoch"], m["valid"]["recall@20"], m["test"]["recall@20"], m["test"]["ndcg@20"],
+                       m["train_seconds_per_epoch"])
+                best, *numbers = (float(v) for v in row)  # TypeError/ValueError for anything but numbers
+            except (KeyError, TypeError, ValueError):
+                raise DataError(f"{path / METRICS_FILE}: malformed run metrics; delete the run folder to "
+                                "train it again") from None
+            valid, test, ndcg, seconds = numbers
+            lines.append(f"| {path.parent.name}/{path.name} | {best:g} | {valid:.4f} | {test:.4f} | {ndcg:.4f} | "
+                         f"{seconds:.2f} |")
     return "\n".join(lines)
 
 

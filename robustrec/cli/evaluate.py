@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from robustrec.cli.common import add_device_argument, open_data, print_metrics
 from robustrec.evaluate import Evaluator
-from robustrec.io import write_json
-from robustrec.runs import open_run
+from robustrec.io import check_output_file, write_json
+from robustrec.runs import METRICS_FILE, open_run
 from robustrec.train import resolve_device
 
 
@@ -17,12 +18,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "evaluate",
         help="evaluate a saved run",
         description="Load a run's best checkpoint, evaluate it on valid and test, print the metrics and "
-        "write them to RUN/evaluation.json.",
+        "write them to RUN/evaluation.json. A run that has not finished training is evaluated at its best "
+        "checkpoint so far, with a warning.",
     )
     p.add_argument("--run", required=True, help="run folder written by `robustrec train`")
     p.add_argument("--data", metavar="DIR", help="dataset folder (default: the one the run was trained on)")
     add_device_argument(p)
     p.set_defaults(func=run)
+
+
+EVALUATION_FILE = "evaluation.json"
 
 
 def evaluate_run(run_path: str | Path, data: str | None = None, device: str = "cpu") -> dict[str, dict[str, float]]:
@@ -35,8 +40,13 @@ def evaluate_run(run_path: str | Path, data: str | None = None, device: str = "c
 
 
 def run(args: argparse.Namespace) -> int:
-    results = evaluate_run(args.run, args.data, args.device)
+    run_path = open_run(args.run).path
+    out = check_output_file(run_path / EVALUATION_FILE, "output file")  # before any work
+    if not (run_path / METRICS_FILE).is_file():
+        print(f"robustrec evaluate: warning: run {run_path} has not finished training (no {METRICS_FILE}); "
+              "evaluating its best checkpoint so far", file=sys.stderr)
+    results = evaluate_run(run_path, args.data, args.device)
     for split, metrics in results.items():
         print_metrics(f"{split}:", metrics)
-    write_json(Path(args.run) / "evaluation.json", results)
+    write_json(out, results)
     return 0

@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from reports.drops import load_results
-from reports.plots import plot_drops
+from reports.plots import plot_drops, plot_format
 from reports.tables import DEFAULT_METRIC, FORMATS, render
-from robustrec.io import write_text
+from robustrec.io import check_output_file, write_text
 
 DESCRIPTION = """\
 Aggregate audit records (clean evaluation + perturbed repeats, one or more seeds) into relative drops
@@ -43,6 +43,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.plot is not None:  # before any work: a report is never computed only to fail at the write
+        plot_format(args.plot)
+    for option, path in (("--out", args.out), ("--plot", args.plot)):
+        if path is not None:
+            check_output_file(path, option)
     results = load_results(*args.paths)
     text = render(results, args.format, args.metrics, significance=args.significance)
     if args.plot:

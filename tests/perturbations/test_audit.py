@@ -1,10 +1,13 @@
-"""Audits: severity sweeps equal separate audits, seeds reproduce, records carry provenance."""
+"""Audits: severity sweeps equal separate audits, seeds reproduce, records carry provenance; bad
+settings, unfinished runs and unwritable outputs are refused before any evaluation."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from perturbations import AuditConfig, audit_run
+from perturbations import AuditConfig, EmbeddingNoise, audit, audit_run
 from robustrec.errors import ConfigError
 from robustrec.records import read_records
 from robustrec.runs import RunSpec, TrainConfig, open_run
@@ -69,3 +72,59 @@ def test_bad_audit_configs():
         AuditConfig("noise", repeats=0)
     with pytest.raises(ConfigError, match="distinct"):
         AuditConfig("noise", severities=(1e-4, 1e-4))
+
+
+def test_seeds_beyond_what_torch_accepts_are_config_errors():
+    AuditConfig("noise", seed=-5)  # negative seeds are fine for torch.Generator
+    top = (2**64 - 1) // 1_000_003  # the largest seed whose repeat 0 fits
+    AuditConfig("noise", seed=top, repeats=1)
+    for seed, repeats in ((10**30, 1), (top + 1, 1), (top, 2**64), (-(2**63), 1)):
+        with pytest.raises(ConfigError, match="out of range"):
+            AuditConfig("noise", seed=seed, repeats=repeats)
+    with pytest.raises(ConfigError, match="seed must be an integer"):
+        AuditConfig("noise", seed=1.5)
+
+
+@pytest.mark.parametrize("severity", [math.inf, -math.inf, math.nan])
+def test_non_finite_severities_are_config_errors(severity):
+    with pytest.raises(ConfigError, match="severity must be a finite number"):
+        EmbeddingNoise(severity)
+
+
+def test_item_ids_beyond_64_bits_are_config_errors(run, tiny):
+    with pytest.raises(ConfigError, match="item id 1180591620717411303424 is out of range"):
+        EmbeddingNoise(1e-4, item_ids=[1, 2**70])
+    noise = EmbeddingNoise(1e-4, item_ids=[1, 2**62])
+    with pytest.raises(ConfigError, match=f"item id {2**62} is out of range"):
+        noise.check(run.load_model(tiny), tiny)
+
+
+def test_an_unfinished_run_is_refused_unless_allowed(run, tiny, tmp_path):
+    import shutil
+
+    folder = tmp_path / "killed"
+    shutil.copytree(run.path, folder)
+    (folder / "metrics.json").unlink()
+    unfinished = open_run(folder)
+    config = AuditConfig("noise", severities=(1e-4,), repeats=1)
+    with pytest.raises(ConfigError, match="has not finished training"):
+        audit([folder], config, tmp_path / "out", progress=False)
+    with pytest.raises(ConfigError, match="has not finished training"):
+        audit_run(unfinished, tiny, config, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    path = audit_run(unfinished, tiny, config, tmp_path / "out", progress=False, allow_unfinished=True)
+    assert {r.provenance["run_finished"] for r in read_records(path)} == {False}
+    finished = audit_run(run, tiny, config, tmp_path / "finished", progress=False)
+    assert {r.provenance["run_finished"] for r in read_records(finished)} == {True}
+
+
+def test_an_output_that_is_a_file_is_refused_before_any_evaluation(run, tiny, tmp_path, monkeypatch):
+    evaluations = []
+    monkeypatch.setattr("robustrec.evaluate.Evaluator.evaluate", lambda *a, **k: evaluations.append(a))
+    (tmp_path / "file").write_text("x")
+    config = AuditConfig("noise", severities=(1e-4,), repeats=1)
+    with pytest.raises(ConfigError, match="exists and is not a folder"):
+        audit([run.path], config, tmp_path / "file", progress=False)
+    with pytest.raises(ConfigError, match="exists and is not a folder"):
+        audit_run(run, tiny, config, tmp_path / "file", progress=False)
+    assert evaluations == [] and (tmp_path / "file").read_text() == "x"

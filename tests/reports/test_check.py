@@ -145,3 +145,62 @@ def test_parse_budgets():
     for bad in (["recall@20"], ["recall@20=x"], ["foo@1=0.1"]):
         with pytest.raises(ConfigError):
             parse_min_clean(bad)
+
+
+# -- a baseline or budget holding NaN, infinity or strings is bad input, never a pass ---------------
+def _saved(paper_like, tmp_path, edit=None, text=None):
+    """The JSON report of ``paper_like`` as a baseline, with every cell edited by ``edit(cell)``."""
+    import json
+
+    doc = json.loads(render(load_results(paper_like), "json"))
+    for cell in doc["cells"]:
+        if edit is not None:
+            edit(cell)
+    path = tmp_path / "saved.json"
+    path.write_text(text if text is not None else json.dumps(doc))  # json.dumps writes NaN as a bare NaN
+    return path
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda c: c.update(drop_mean=float("nan")), "non-standard JSON number NaN"),
+        (lambda c: c.update(clean=float("inf")), "non-standard JSON number Infinity"),
+        (lambda c: c.update(drop_mean="x"), "drop_mean = 'x', not a finite number or null"),
+        (lambda c: c.update(clean=[0.2]), "clean = \\[0.2\\], not a finite number or null"),
+        (lambda c: c.update(severity="1e-6"), "lacks a finite number 'severity'"),
+        (lambda c: c.update(model=None), "lacks a string 'model'"),
+        (lambda c: c.clear(), "lacks a string 'model'"),
+    ],
+)
+def test_a_baseline_with_nan_or_wrong_types_is_a_data_error(paper_like, tmp_path, edit, match):
+    """A NaN budget makes ``drop > budget`` false everywhere: the gate would pass anything."""
+    with pytest.raises(DataError, match=match):
+        check(paper_like, baseline=_saved(paper_like, tmp_path, edit))
+
+
+@pytest.mark.parametrize("text, match", [("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+                                         ('{"schema": ' + "1" * 5000 + "}", "not valid JSON"),
+                                         ('{"x": 1e400}', "out of range")])
+def test_a_baseline_that_cannot_be_decoded_is_a_data_error(paper_like, tmp_path, text, match):
+    with pytest.raises(DataError, match=match):
+        check(paper_like, baseline=_saved(paper_like, tmp_path, text=text))
+
+
+def test_a_baseline_with_undefined_drops_says_what_it_skipped(paper_like, tmp_path):
+    def undefined_low(cell):
+        if cell["severity"] == 1e-6:
+            cell["drop_mean"] = None
+    result = check(paper_like, baseline=_saved(paper_like, tmp_path, undefined_low))
+    assert result.ok and any("3 baseline group(s) have no saved drop" in n for n in result.notes)
+
+
+def test_non_finite_budgets_are_config_errors(paper_like):
+    with pytest.raises(ConfigError, match="not a finite number"):
+        parse_min_clean(["recall@20=nan"])
+    with pytest.raises(ConfigError, match="not a finite number"):
+        parse_max_drop("inf=0.1")
+    with pytest.raises(ConfigError, match="finite number"):
+        check(paper_like, min_clean={"recall@20": float("nan")})
+    with pytest.raises(ConfigError, match="finite number"):
+        check(paper_like, require_mirror_not_worse=True, tolerance=float("inf"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import json
 import xml.etree.ElementTree as ET
@@ -10,6 +11,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 import robustrec.cli
+import robustrec.cli.report
 from robustrec.cli import main
 
 
@@ -113,3 +115,77 @@ def test_check_mirror_not_worse_and_junit(paper_like, tmp_path, write_audit, mak
 
 def test_tolerance_without_baseline_is_bad_input(paper_like, capsys):
     assert main(["check", str(paper_like), "--max-drop", "5%", "--tolerance", "0.01"]) == 2
+
+
+def one_line_exit_2(capsys, argv, match):
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and match in err, err
+
+
+def test_check_refuses_a_baseline_with_nan(paper_like, tmp_path, capsys):
+    """The issue's case: a NaN baseline made every drop comparison false, so check passed (exit 0)."""
+    saved = tmp_path / "saved.json"
+    assert main(["report", str(paper_like), "--format", "json", "--out", str(saved)]) == 0
+    doc = json.loads(saved.read_text())
+    for cell in doc["cells"]:
+        cell["drop_mean"] = cell["clean"] = float("nan")
+    saved.write_text(json.dumps(doc))
+    one_line_exit_2(capsys, ["check", str(paper_like), "--baseline", str(saved)], "non-standard JSON number NaN")
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--min-clean", "recall@20=nan"], "not a finite number"),
+    (["--max-drop", "nan=0.1"], "not a finite number"),
+    (["--max-drop", "nan"], "must be a fraction"),
+])
+def test_check_refuses_non_finite_budgets(paper_like, capsys, argv, match):
+    one_line_exit_2(capsys, ["check", str(paper_like), *argv], match)
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_check_tolerance_must_be_finite(paper_like, capsys, value):
+    with pytest.raises(SystemExit) as exc:
+        main(["check", str(paper_like), "--require", "mirror-not-worse", f"--tolerance={value}"])
+    assert exc.value.code == 2
+    assert "finite number" in capsys.readouterr().err
+
+
+def test_report_metric_with_unicode_digits(paper_like, capsys):
+    one_line_exit_2(capsys, ["report", str(paper_like), "--metric", "recall@²"], "unknown metric")
+
+
+def test_outputs_are_checked_before_any_work(paper_like, tmp_path, capsys, monkeypatch):
+    def no_work(*args, **kwargs):
+        raise AssertionError("records were loaded before the output was checked")
+
+    monkeypatch.setattr(robustrec.cli.report, "load_results", no_work)
+    monkeypatch.setattr(importlib.import_module("reports.check"), "load_results", no_work)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "file").write_text("x")
+    for argv, match in [
+        (["report", str(paper_like), "--out", str(out)], "is a folder; give a file name"),
+        (["report", str(paper_like), "--out", str(out / "file" / "r.md")], "is not a folder"),
+        (["report", str(paper_like), "--plot", str(out / "p.pdf")], "must end in .png or .svg"),
+        (["report", str(paper_like), "--plot", str(out / "file" / "p.png")], "is not a folder"),
+        (["check", str(paper_like), "--max-drop", "5%", "--junit", str(out)], "--junit"),
+        (["check", str(paper_like), "--max-drop", "5%", "--junit", "/proc/junit.xml"], "cannot write in /proc"),
+    ]:
+        one_line_exit_2(capsys, argv, match)
+    assert sorted(p.name for p in out.iterdir()) == ["file"]
+
+
+class ClosedPipe(io.StringIO):
+    """A stdout whose reader has gone away (``robustrec report ... | head -1``)."""
+
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_report_into_a_closed_pipe_exits_quietly(paper_like, capsys, monkeypatch):
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdout", ClosedPipe())
+    assert main(["report", str(paper_like)]) == robustrec.cli.EXIT_BROKEN_PIPE == 141
+    assert capsys.readouterr().err == ""

@@ -115,3 +115,15 @@ def test_plots_curves_and_bars(paper_like, write_audit, make, tmp_path, suffix):
 def test_plot_needs_png_or_svg(paper_like, tmp_path):
     with pytest.raises(ConfigError, match=".png or .svg"):
         plot_drops(load_results(paper_like), tmp_path / "x.pdf")
+
+
+def test_json_report_of_overflowing_drops_is_valid_json(write_audit, make, audit_dir):
+    """A clean value of 1e-320 makes the relative drop overflow to -inf: null in JSON, not a crash."""
+    write_audit("tiny-clean", make(clean=1e-320, perturbed={1e-4: [1.0, 0.0]}))
+    doc = json.loads(render(load_results(audit_dir), "json", ["recall@20"]), parse_constant=_refuse)
+    (cell,) = doc["cells"]
+    assert cell["drop_mean"] is None and cell["clean"] == pytest.approx(1e-320)
+
+
+def _refuse(token):
+    raise AssertionError(f"non-standard JSON token {token}")
