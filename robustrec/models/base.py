@@ -3,7 +3,10 @@
 A model is built from a :class:`~robustrec.data.Dataset` plus explicit, typed keyword
 hyper-parameters. It exposes:
 
-- :meth:`Recommender.loss` -- the training loss of one prepared batch;
+- :meth:`Recommender.loss` -- the training loss of one prepared batch, the one loss the trainer and
+  every strategy minimise. Subclasses implement :meth:`Recommender.loss_terms` instead, which returns
+  it as a data term and a weight regulariser (:class:`LossTerms`), so that AMR can count the
+  regulariser once, as the paper does, while perturbing the data term;
 - :meth:`Recommender.scorer` -- scores of a block of users over all items (inference);
 - :meth:`Recommender.embedding_tables` -- the named learnable embedding tables that the noise
   perturbation targets;
@@ -44,6 +47,26 @@ class EmbeddingTable:
     rows: int
 
 
+@dataclass(frozen=True)
+class LossTerms:
+    """A model's training loss of one batch, in two parts.
+
+    ``data`` is the recommendation loss: every term that learns from the item features (BPR, BM3's
+    contrastive terms, FREEDOM's feature BPR). ``regularizer`` is the penalty on the weights (MMRec's
+    norm terms, possibly on the batch's rows), a zero tensor for a model without one. It sends no
+    gradient to the features: VBPR's reads them, through the norms of its item rows ``[q_i ; W f_i]``,
+    but its gradient stops there, since the features are data, not weights. So AMR's perturbation,
+    taken along the gradient of the loss with respect to the features, is that of the data term.
+    The training loss is the sum of both (:meth:`Recommender.loss`).
+    """
+
+    data: torch.Tensor
+    regularizer: torch.Tensor
+
+    def total(self) -> torch.Tensor:
+        return self.data + self.regularizer
+
+
 def default_generator(generator: torch.Generator | None) -> torch.Generator:
     return generator if generator is not None else torch.Generator().manual_seed(0)
 
@@ -70,7 +93,8 @@ def seeded_linear(
 
 
 class Recommender(nn.Module):
-    """Base class. Subclasses define ``name`` and implement ``loss`` and ``inference_embeddings``."""
+    """Base class. Subclasses define ``name`` and implement ``loss_terms`` and ``inference_embeddings``,
+    and check their hyper-parameters (:mod:`robustrec.checks`) before building anything."""
 
     name: ClassVar[str] = ""
     #: True when the scores depend on the raw item features at inference time.
@@ -108,9 +132,10 @@ class Recommender(nn.Module):
         self.hparams = {}
 
     # ---- what subclasses implement ---------------------------------------------------------
-    def loss(self, batch: Batch, perturb: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """Training loss of ``batch``. ``perturb`` maps a modality to an additive perturbation of
-        the feature tensor named by :meth:`adversarial_inputs` (used by AMR)."""
+    def loss_terms(self, batch: Batch, perturb: dict[str, torch.Tensor] | None = None) -> LossTerms:
+        """The training loss of ``batch`` as its data term and its regulariser. ``perturb`` maps a
+        modality to an additive perturbation of the feature tensor named by
+        :meth:`adversarial_inputs` (used by AMR); it moves the data term only."""
         raise NotImplementedError
 
     def inference_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,6 +154,10 @@ class Recommender(nn.Module):
         """Called once before each training epoch (e.g. FREEDOM samples its pruned graph)."""
 
     # ---- provided ----------------------------------------------------------------------------
+    def loss(self, batch: Batch, perturb: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """The training loss of ``batch``: data term plus regulariser (see :meth:`loss_terms`)."""
+        return self.loss_terms(batch, perturb).total()
+
     @property
     def features(self) -> ItemFeatures:
         return self.dataset.features

@@ -8,10 +8,11 @@ predictor maps each "online" representation; the "target" is the same representa
 and no gradient (BYOL without a momentum encoder). The loss is
 
     (1 - cos(pred(u), drop(i))) + (1 - cos(pred(i), drop(u)))
-    + reg_weight * (||U|| + ||I||) / n_items
     + cl_weight * sum over modalities m of [(1 - cos(pred(f_m), drop(i))) + (1 - cos(pred(f_m), drop(f_m)))]
+    + reg_weight * (||U|| + ||I||) / n_items
 
-over the batch's (user, positive item) pairs; negatives are not used. Scores are
+over the batch's (user, positive item) pairs; negatives are not used. The last line is the
+regulariser (:class:`~robustrec.models.base.LossTerms`), the rest the data term. Scores are
 pred(u) . pred(i) on the full graph, so they do not depend on the raw features at inference.
 
 Departures from MMRec's code, none of which changes the maths (checked against MMRec's full-table
@@ -28,10 +29,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from robustrec import checks
 from robustrec.data.dataset import Dataset
 from robustrec.data.sampling import Batch
 from robustrec.errors import ConfigError
-from robustrec.models.base import EmbeddingTable, Recommender, default_generator, seeded_linear
+from robustrec.models.base import EmbeddingTable, LossTerms, Recommender, default_generator, seeded_linear
 from robustrec.models.graph import layer_mean, normalized_adjacency, to_csr
 from robustrec.models.losses import dropout, embedding_norm_loss
 
@@ -54,11 +56,12 @@ class BM3(Recommender):
         cl_weight: float = 2.0,
         generator: torch.Generator | None = None,
     ) -> None:
+        embedding_size = checks.count(self.name, "embedding_size", embedding_size)
+        n_layers = checks.count(self.name, "n_layers", n_layers, minimum=0)
+        dropout = checks.fraction(self.name, "dropout", dropout, below_one=True)
+        reg_weight = checks.non_negative(self.name, "reg_weight", reg_weight)
+        cl_weight = checks.non_negative(self.name, "cl_weight", cl_weight)
         super().__init__(dataset)
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
-        if n_layers < 0:
-            raise ConfigError(f"n_layers must be >= 0, got {n_layers}")
         if not dataset.features.modalities:
             raise ConfigError("BM3 needs image or text features")
         g = default_generator(generator)
@@ -98,7 +101,7 @@ class BM3(Recommender):
         return table
 
     # ---- protocol ---------------------------------------------------------------------------
-    def loss(self, batch: Batch, perturb: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def loss_terms(self, batch: Batch, perturb: dict[str, torch.Tensor] | None = None) -> LossTerms:
         u_all, i_all = self._propagate()
         users, user_index = torch.unique(batch.users, return_inverse=True)
         items, item_index, item_count = torch.unique(batch.pos_items, return_inverse=True, return_counts=True)
@@ -121,7 +124,6 @@ class BM3(Recommender):
             (u_online.index_select(0, user_index) * i_target.index_select(0, item_index)).sum(-1).mean()
             + (i_online.index_select(0, item_index) * u_target.index_select(0, user_index)).sum(-1).mean()
         )
-        loss = loss + self.reg_weight * embedding_norm_loss(u_all, i_all)
         # 1 - cos over the batch's items: a mean over the batch weights each distinct item by its count
         weight = item_count.to(stacked.dtype) / len(batch)
         contrast = stacked.new_zeros(())
@@ -129,7 +131,9 @@ class BM3(Recommender):
             to_item = (feat_online * i_target).sum(-1)
             to_self = (feat_online * feat_target).sum(-1)
             contrast = contrast + 2.0 - (weight * (to_item + to_self)).sum()
-        return loss + self.cl_weight * contrast
+        # the regulariser: norms of the whole propagated tables (MMRec's), not only the batch's rows
+        regularizer = self.reg_weight * embedding_norm_loss(u_all, i_all)
+        return LossTerms(loss + self.cl_weight * contrast, regularizer)
 
     def inference_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         users, items = self._propagate()

@@ -13,13 +13,15 @@ Two graphs:
 
 The loss is BPR on the graph representations plus ``reg_weight`` times BPR of the user
 representation against each modality's projected learnable feature table (initialised from the raw
-features). With MMRec's default ``reg_weight = 0`` that term, and so the feature tables and
-projections, get exactly zero gradient; it is then skipped (unless AMR perturbs the tables), which
-leaves every parameter update identical (Adam moves nothing on a zero gradient; only a non-zero
-weight decay would differ).
+features). Despite its name (MMRec's) that second term is no weight penalty: it reads the features,
+so it belongs to the data term, and FREEDOM's regulariser is zero (see ``LossTerms``). With MMRec's
+default ``reg_weight = 0`` that term, and so the feature tables and projections, get exactly zero
+gradient; it is then skipped (unless AMR perturbs the tables), which leaves every parameter update
+identical (Adam moves nothing on a zero gradient; only a non-zero weight decay would differ).
 
-``lambda_coeff`` is read but unused by MMRec's code; it is kept (documented, unused) so configurations
-carry over. Graph products use CSR with a transposed backward (see ``graph.spmm``).
+``lambda_coeff`` is read but unused by MMRec's code; it is kept (documented, unused, checked to be in
+[0, 1], as the mixing weight it is in LATTICE) so configurations carry over. Graph products use CSR
+with a transposed backward (see ``graph.spmm``).
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from robustrec import checks
 from robustrec.data.dataset import Dataset
 from robustrec.data.sampling import Batch
 from robustrec.errors import ConfigError
-from robustrec.models.base import EmbeddingTable, Recommender, default_generator, seeded_linear
+from robustrec.models.base import EmbeddingTable, LossTerms, Recommender, default_generator, seeded_linear
 from robustrec.models.graph import (
     bipartite_adjacency,
     knn_graph,
@@ -80,11 +83,16 @@ class FREEDOM(Recommender):
         dropout: float = 0.8,
         generator: torch.Generator | None = None,
     ) -> None:
+        embedding_size = checks.count(self.name, "embedding_size", embedding_size)
+        feat_embed_dim = checks.count(self.name, "feat_embed_dim", feat_embed_dim)
+        knn_k = checks.count(self.name, "knn_k", knn_k)
+        lambda_coeff = checks.fraction(self.name, "lambda_coeff", lambda_coeff)
+        n_mm_layers = checks.count(self.name, "n_mm_layers", n_mm_layers, minimum=0)
+        n_ui_layers = checks.count(self.name, "n_ui_layers", n_ui_layers, minimum=0)
+        reg_weight = checks.non_negative(self.name, "reg_weight", reg_weight)
+        mm_image_weight = checks.fraction(self.name, "mm_image_weight", mm_image_weight)
+        dropout = checks.fraction(self.name, "dropout", dropout, below_one=True)
         super().__init__(dataset)
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
-        if knn_k < 1:
-            raise ConfigError(f"knn_k must be >= 1, got {knn_k}")
         g = default_generator(generator)
         self.n_mm_layers = n_mm_layers
         self.n_ui_layers = n_ui_layers
@@ -141,14 +149,17 @@ class FREEDOM(Recommender):
         return users, items + h
 
     # ---- protocol ---------------------------------------------------------------------------
-    def loss(self, batch: Batch, perturb: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def loss_terms(self, batch: Batch, perturb: dict[str, torch.Tensor] | None = None) -> LossTerms:
+        """All of FREEDOM's loss is data: its ``reg_weight`` term is a BPR loss on the feature tables
+        (it reads the features, so AMR perturbs it), and it has no weight regulariser."""
+        no_regularizer = self.user_embedding.new_zeros(())
         if self.masked_adj is None:  # loss called without pre_epoch (e.g. a single step)
             self.pre_epoch(batch.generator)
         u_all, i_all = self._propagate(self.masked_adj)
         users = u_all.index_select(0, batch.users)
         loss = bpr_loss(users, i_all.index_select(0, batch.pos_items), i_all.index_select(0, batch.neg_items))
         if self.reg_weight == 0.0 and not perturb:
-            return loss  # the feature term below would add exactly zero gradient
+            return LossTerms(loss, no_regularizer)  # the feature term below would add exactly zero gradient
         feature_loss = loss.new_zeros(())
         for modality in reversed(self.modalities):  # MMRec adds text first
             table = getattr(self, f"{modality}_embedding")
@@ -160,7 +171,7 @@ class FREEDOM(Recommender):
                 trs(table.index_select(0, batch.pos_items)),
                 trs(table.index_select(0, batch.neg_items)),
             )
-        return loss + self.reg_weight * feature_loss
+        return LossTerms(loss + self.reg_weight * feature_loss, no_regularizer)
 
     def inference_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self._propagate(self.norm_adj)

@@ -37,11 +37,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustrec import checks
 from robustrec.data.dataset import Dataset
 from robustrec.data.sampling import Batch
 from robustrec.errors import ConfigError
 from robustrec.models.base import (
     BranchedGraphModel,
+    LossTerms,
     default_generator,
     seeded_linear,
 )
@@ -89,11 +91,14 @@ class GRCN(BranchedGraphModel):
         route_to_users: bool = False,
         generator: torch.Generator | None = None,
     ) -> None:
+        embedding_size = checks.count(self.name, "embedding_size", embedding_size)
+        latent_embedding = checks.count(self.name, "latent_embedding", latent_embedding)
+        n_layers = checks.count(self.name, "n_layers", n_layers, minimum=0)  # routing iterations
+        reg_weight = checks.non_negative(self.name, "reg_weight", reg_weight)
+        route_to_users = checks.flag(self.name, "route_to_users", route_to_users)
         super().__init__(dataset)
         if not dataset.features.modalities:
             raise ConfigError("GRCN needs item features")
-        if n_layers < 0:
-            raise ConfigError(f"GRCN needs n_layers >= 0 routing iterations, got {n_layers}")
         g = default_generator(generator)
         self.reg_weight = reg_weight
         self.n_layers = n_layers
@@ -137,7 +142,7 @@ class GRCN(BranchedGraphModel):
         x2 = self.graph.propagate(x1, weight)
         return torch.cat([x0 + x1 + x2, *contents], dim=1)
 
-    def loss(self, batch: Batch, perturb: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def loss_terms(self, batch: Batch, perturb: dict[str, torch.Tensor] | None = None) -> LossTerms:
         rep = self.representation(perturb)
         pos, neg = batch.pos_items + self.n_users, batch.neg_items + self.n_users
         bpr = bpr_loss(rep[batch.users], rep[pos], rep[neg])
@@ -148,4 +153,4 @@ class GRCN(BranchedGraphModel):
             reg = reg + self.branches["image"].preference.pow(2).mean()
         for branch in self.branches.values():
             reg = reg + branch.preference[batch.users].pow(2).mean()
-        return bpr + self.reg_weight * reg
+        return LossTerms(bpr, self.reg_weight * reg)

@@ -46,11 +46,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustrec import checks
 from robustrec.data.dataset import Dataset
 from robustrec.data.sampling import Batch
 from robustrec.errors import ConfigError
 from robustrec.models.base import (
     BranchedGraphModel,
+    LossTerms,
     default_generator,
     seeded_linear,
 )
@@ -165,11 +167,14 @@ class MMGCN(BranchedGraphModel):
         text_latent: int | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
+        embedding_size = checks.count(self.name, "embedding_size", embedding_size)
+        n_layers = checks.count(self.name, "n_layers", n_layers)
+        reg_weight = checks.non_negative(self.name, "reg_weight", reg_weight)
+        image_latent = checks.optional_count(self.name, "image_latent", image_latent)
+        text_latent = checks.optional_count(self.name, "text_latent", text_latent)
         super().__init__(dataset)
         if not dataset.features.modalities:
             raise ConfigError("MMGCN needs item features")
-        if n_layers < 1:
-            raise ConfigError(f"MMGCN needs n_layers >= 1, got {n_layers}")
         g = default_generator(generator)
         self.reg_weight = reg_weight
         self.register_features(dataset.features)
@@ -200,7 +205,7 @@ class MMGCN(BranchedGraphModel):
             total = out if total is None else total + out
         return total / len(self.branches)
 
-    def loss(self, batch: Batch, perturb: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def loss_terms(self, batch: Batch, perturb: dict[str, torch.Tensor] | None = None) -> LossTerms:
         rep = self.representation(perturb)
         pos, neg = batch.pos_items + self.n_users, batch.neg_items + self.n_users
         bpr = bpr_loss(rep[batch.users], rep[pos], rep[neg])
@@ -209,4 +214,4 @@ class MMGCN(BranchedGraphModel):
         reg = ids[batch.users].pow(2).mean() + (ids[pos].pow(2).mean() + ids[neg].pow(2).mean()) / 2
         if "image" in self.branches:
             reg = reg + self.branches["image"].preference.pow(2).mean()
-        return bpr + self.reg_weight * reg
+        return LossTerms(bpr, self.reg_weight * reg)

@@ -12,7 +12,12 @@ Variants:
   step count see both half-steps. Departure from the authors' code: their counter is the batch index
   within an epoch (so batch 0 of every epoch mirrors); we count over the whole run, as the paper does.
 - ``sgd``: the paper's formulas literally, theta' = theta - a1 lr g(theta); theta = theta' + a2 lr
-  g(theta'), with lr read from the optimizer's first parameter group; the optimizer state is untouched.
+  g(theta'), with each parameter's lr read from its own parameter group; the optimizer state is
+  untouched. It needs plain SGD (no momentum, weight decay, nesterov, dampening or maximize), and
+  setup() refuses any other optimizer: beside Adam's steps, whose size is about lr whatever the
+  gradient's, its lr * g half-steps are tiny (about 1/2000 of a normal step, as issue 10 reports),
+  and with momentum or weight decay the normal steps follow another rule than the mirror steps.
+  Theorem 4.2 covers plain SGD only.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any, Literal
 
 import torch
 
+from robustrec import checks
 from robustrec.data.sampling import Batch
 from robustrec.errors import ConfigError
 from robustrec.strategies.base import Strategy
@@ -38,20 +44,23 @@ class MirrorGradient(Strategy):
         variant: Literal["official", "sgd"] = "official",
         objective: Strategy | None = None,
     ) -> None:
-        if not alpha1 > alpha2 > 0:
-            raise ConfigError(f"mirror gradient needs alpha1 > alpha2 > 0, got alpha1={alpha1}, alpha2={alpha2}")
-        if int(beta) != beta or beta < 1:
-            raise ConfigError(f"mirror gradient needs an integer beta >= 1, got {beta}")
+        alpha1 = checks.positive(self.name, "alpha1", alpha1)
+        alpha2 = checks.positive(self.name, "alpha2", alpha2)
+        if not alpha1 > alpha2:
+            raise ConfigError(f"mirror: alpha1 > alpha2 > 0 is required, got {alpha1=}, {alpha2=}")
+        beta = checks.count(self.name, "beta", beta)
         if variant not in ("official", "sgd"):
             raise ConfigError(f"mirror variant must be 'official' or 'sgd', got {variant!r}")
         inner = objective if objective is not None else Plain()
         if not inner.is_objective:
             raise ConfigError(f"mirror cannot wrap {inner.name!r}: both define the update rule")
-        self.alpha1, self.alpha2, self.beta, self.variant = float(alpha1), float(alpha2), int(beta), variant
+        self.alpha1, self.alpha2, self.beta, self.variant = alpha1, alpha2, beta, variant
         self.inner = inner
         self.t = 0
 
     def setup(self, model, optimizer) -> None:
+        if self.variant == "sgd":
+            _require_plain_sgd(optimizer)
         super().setup(model, optimizer)
         self.inner.setup(model, optimizer)
 
@@ -80,19 +89,13 @@ class MirrorGradient(Strategy):
         return float(loss.detach())
 
     def _sgd(self, batch: Batch) -> float:
-        params = [p for group in self.optimizer.param_groups for p in group["params"] if p.requires_grad]
-        lr = float(self.optimizer.param_groups[0]["lr"])
+        groups = self.optimizer.param_groups
+        pairs = [(p, float(group["lr"])) for group in groups for p in group["params"] if p.requires_grad]
+        params = [p for p, _ in pairs]
         loss = self.objective(batch)
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        with torch.no_grad():
-            for p, g in zip(params, grads):
-                if g is not None:
-                    p.add_(g, alpha=-self.alpha1 * lr)
-        grads = torch.autograd.grad(self.objective(batch), params, allow_unused=True)
-        with torch.no_grad():
-            for p, g in zip(params, grads):
-                if g is not None:
-                    p.add_(g, alpha=self.alpha2 * lr)
+        _move(pairs, torch.autograd.grad(loss, params, allow_unused=True), -self.alpha1)
+        second = self.objective(batch)
+        _move(pairs, torch.autograd.grad(second, params, allow_unused=True), self.alpha2)
         return float(loss.detach())
 
     def state_dict(self) -> dict[str, Any]:
@@ -105,3 +108,28 @@ class MirrorGradient(Strategy):
     def label(self) -> str:
         prefix = "" if isinstance(self.inner, Plain) else f"{self.inner.label()}+"
         return f"{prefix}MG"
+
+
+@torch.no_grad()
+def _move(pairs: list[tuple[torch.Tensor, float]], grads, scale: float) -> None:
+    """p += scale * lr * g for each (parameter, the lr of its group) in ``pairs``."""
+    for (p, lr), g in zip(pairs, grads):
+        if g is not None:
+            p.add_(g, alpha=scale * lr)
+
+
+def _require_plain_sgd(optimizer: torch.optim.Optimizer) -> None:
+    """ConfigError unless every parameter group of ``optimizer`` takes plain SGD steps (p -= lr g)."""
+    found = type(optimizer).__name__
+    if isinstance(optimizer, torch.optim.SGD):
+        options = ("momentum", "weight_decay", "dampening", "nesterov", "maximize")
+        groups = optimizer.param_groups
+        extras = sorted({f"{key}={group[key]}" for group in groups for key in options if group.get(key)})
+        if not extras:
+            return
+        found += f" with {', '.join(extras)}"
+    raise ConfigError(
+        f"mirror variant 'sgd' applies the paper's plain-SGD formulas, but the optimizer is {found}: "
+        "use the official variant (--mirror-variant official), or --optimizer sgd without --momentum "
+        "or --weight-decay"
+    )

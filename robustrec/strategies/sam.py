@@ -14,10 +14,19 @@ over all parameters.
   strategy's generator) of the squared per-interaction gradient of the model's loss. Per-interaction
   gradients are exact: one backward pass per sampled interaction. Recomputed at the start of epochs
   1, 1 + update_freq, 1 + 2 update_freq, ...
-- ``ssam-d``: a random initial mask; at the start of epochs 1 + update_freq, 1 + 2 update_freq, ...
-  the next batch's gradient decides: the live entries with the smallest |grad| die, at the rate
-  drop_rate * (1 + cos(pi * epoch / epochs)) / 2 of the live entries, and as many dead entries
-  (those just dropped included) come back at random.
+- ``ssam-d``: a random initial mask, updated in epochs 1, 1 + update_freq, 1 + 2 update_freq, ...
+  (the reference's 0-based epochs 0, update_freq, ...: the first epoch included) by the gradient of
+  the epoch's first batch, as the reference code (Mi-Peng/Sparse-Sharpness-Aware-Minimization) does:
+  the live entries with the smallest |grad| die, at the rate
+  drop_rate * (1 + cos(pi * (epoch - 1) / epochs)) / 2 of the live entries (the full drop_rate in
+  epoch 1), and as many entries that were dead before this update come back at random; an entry
+  dropped in this update cannot (the reference's growth score is multiplied by 1 - old mask). That
+  batch is itself perturbed with the mask it replaces (the reference updates after its first step).
+  Departure: when fewer entries are dead than the rate would drop (sparsity below about
+  drop_rate / (1 + drop_rate)), we drop only as many as are dead and swap them, so the mask keeps
+  its ``1 - sparsity`` share. The reference drops the full number and regrows only as many as were
+  dead, so its mask shrinks (from 80% to 60% of the entries at its default sparsity 0.2 and
+  drop_rate 0.5) and stops meaning ``sparsity``.
 
 Ties in either ranking are broken at random (with the strategy's generator), not by position.
 
@@ -26,8 +35,8 @@ README's examples (the code's default is 0.2): a recommender's embedding tables 
 that a batch does not touch, and half of the entries is the setting the authors show; update_freq
 5 epochs (code default; examples 1); num_samples 128 (code default 1024, examples 16 to 128): one
 backward pass per sample is costly for models whose loss propagates over a whole graph; drop_rate
-0.5. ``epochs`` in the death-rate schedule is the run's maximum number of epochs, so with early
-stopping the rate stays near drop_rate.
+0.5. ``epochs`` in the death-rate schedule is the run's maximum number of epochs (the reference's
+T_end), so with early stopping the rate stays near drop_rate.
 
 SAM-family strategies are update rules (they decide how the parameters move), so Mirror Gradient
 cannot wrap them; they accept an ``objective`` of their own instead (``amr+sam``: SAM applied to
@@ -45,6 +54,7 @@ from typing import Any
 
 import torch
 
+from robustrec import checks
 from robustrec.data.sampling import Batch, BPRSampler
 from robustrec.errors import ConfigError
 from robustrec.strategies.base import Strategy
@@ -56,12 +66,11 @@ class SAM(Strategy):
     name = "sam"
 
     def __init__(self, rho: float = 0.05, objective: Strategy | None = None) -> None:
-        if not rho > 0:
-            raise ConfigError(f"{self.name} needs rho > 0, got {rho}")
+        rho = checks.positive(self.name, "rho", rho)
         inner = objective if objective is not None else Plain()
         if not inner.is_objective:
             raise ConfigError(f"{self.name} cannot wrap {inner.name!r}: both define the update rule")
-        self.rho = float(rho)
+        self.rho = rho
         self.inner = inner
         self.params: list[torch.nn.Parameter] = []
 
@@ -80,8 +89,8 @@ class SAM(Strategy):
         """Which entries of each parameter are perturbed (``None``: all of them)."""
         return None
 
-    def before_perturbation(self, grads: list[torch.Tensor | None]) -> None:
-        """Hook: sees the first-pass gradients before the perturbation is applied."""
+    def after_perturbation(self, grads: list[torch.Tensor | None]) -> None:
+        """Hook: sees the first-pass gradients (at w) once the batch's perturbation is in place."""
 
     def step(self, batch: Batch) -> float:
         rewind = rewinder(batch)
@@ -89,7 +98,6 @@ class SAM(Strategy):
         loss = self.objective(batch)
         loss.backward()
         grads = [p.grad for p in self.params]
-        self.before_perturbation(grads)
         present = [g for g in grads if g is not None]
         if not present:  # nothing to perturb: a plain step
             self.optimizer.step()
@@ -107,6 +115,7 @@ class SAM(Strategy):
                 if masks is not None:
                     e = e * masks[i]
                 p.add_(e)
+        self.after_perturbation(grads)
         self.optimizer.zero_grad(set_to_none=True)
         rewind()
         self.objective(batch).backward()
@@ -140,13 +149,10 @@ class _SparseSAM(SAM):
         objective: Strategy | None = None,
     ) -> None:
         super().__init__(rho=rho, objective=objective)
-        if not 0 <= sparsity < 1:
-            raise ConfigError(f"{self.name} needs 0 <= sparsity < 1, got {sparsity}")
-        if int(update_freq) != update_freq or update_freq < 1:
-            raise ConfigError(f"{self.name} needs an integer update_freq >= 1 (epochs), got {update_freq}")
-        self.sparsity = float(sparsity)
-        self.update_freq = int(update_freq)
-        self.generator = generator if generator is not None else torch.Generator().manual_seed(int(seed))
+        self.sparsity = checks.fraction(self.name, "sparsity", sparsity, below_one=True)
+        self.update_freq = checks.count(self.name, "update_freq", update_freq)  # epochs
+        seed = checks.count(self.name, "seed", seed, minimum=0, maximum=2**63 - 1)  # as a run's seed
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(seed)
         self.mask_list: list[torch.Tensor] = []
 
     # ---- global masks over the flattened parameters -------------------------------------------
@@ -222,9 +228,7 @@ class SSAMFisher(_SparseSAM):
         objective: Strategy | None = None,
     ) -> None:
         super().__init__(rho, sparsity, update_freq, seed, generator, objective)
-        if int(num_samples) != num_samples or num_samples < 1:
-            raise ConfigError(f"ssam-f needs an integer num_samples >= 1, got {num_samples}")
-        self.num_samples = int(num_samples)
+        self.num_samples = checks.count(self.name, "num_samples", num_samples)
         self._sampler: BPRSampler | None = None
 
     def setup(self, model, optimizer) -> None:
@@ -289,9 +293,7 @@ class SSAMDynamic(_SparseSAM):
         objective: Strategy | None = None,
     ) -> None:
         super().__init__(rho, sparsity, update_freq, seed, generator, objective)
-        if not 0 <= drop_rate <= 1:
-            raise ConfigError(f"ssam-d needs 0 <= drop_rate <= 1, got {drop_rate}")
-        self.drop_rate = float(drop_rate)
+        self.drop_rate = checks.fraction(self.name, "drop_rate", drop_rate)
         self.pending_epoch = 0  # epoch whose first batch updates the mask (0: none)
         self.epochs = 1
 
@@ -305,29 +307,35 @@ class SSAMDynamic(_SparseSAM):
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         super().on_epoch_start(epoch, epochs)
         self.epochs = max(int(epochs), 1)
-        if epoch > 1 and self._due(epoch):
+        if self._due(epoch):
             self.pending_epoch = epoch
 
     def death_rate(self, epoch: int) -> float:
-        return self.drop_rate * (1 + math.cos(math.pi * epoch / self.epochs)) / 2
+        """The reference's cosine schedule from T_start = 0 to T_end = epochs, over its 0-based epochs."""
+        return self.drop_rate * (1 + math.cos(math.pi * (epoch - 1) / self.epochs)) / 2
 
-    def before_perturbation(self, grads: list[torch.Tensor | None]) -> None:
+    def after_perturbation(self, grads: list[torch.Tensor | None]) -> None:
         if self.pending_epoch:
             self.update_mask(grads, self.death_rate(self.pending_epoch))
             self.pending_epoch = 0
 
     def update_mask(self, grads: list[torch.Tensor | None], rate: float) -> None:
-        """Drop the ``rate`` share of live entries with the smallest |grad|; regrow as many at random."""
+        """Drop the ``rate`` share of live entries with the smallest |grad|; regrow as many of the
+        entries that were dead before this update, at random (never one dropped just now).
+
+        At most as many entries are dropped as were dead, so the mask keeps its size (see the module
+        docstring: the reference's mask shrinks instead)."""
         live = self._flat(self.mask_list) > 0
-        n_drop = int(rate * int(live.sum()))
+        dead_before = (~live).nonzero().squeeze(1)
+        n_drop = min(int(rate * int(live.sum())), len(dead_before))
         if n_drop == 0:
             return
         scores = self._flat(grads).abs()
         scores[~live] = math.inf
         dropped = self._top(-scores, n_drop)  # the smallest |grad| among the live entries
+        grown = dead_before[torch.randperm(len(dead_before), generator=self.generator)[:n_drop]]
         live[dropped] = False
-        dead = (~live).nonzero().squeeze(1)
-        live[dead[torch.randperm(len(dead), generator=self.generator)[:n_drop]]] = True
+        live[grown] = True
         self._set_mask_from_flat(live)
 
     def state_dict(self) -> dict[str, Any]:

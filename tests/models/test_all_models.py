@@ -128,3 +128,65 @@ def test_feature_readers_react_to_new_features(name, tiny):
     noisy = tiny.features.replace(text=torch.randn_like(tiny.features.text))
     assert not torch.allclose(scores(model.with_features(noisy).eval(), tiny), reference)
     assert torch.equal(scores(model, tiny), reference)
+
+
+# ---- the loss as a data term and a regulariser (AMR counts the regulariser once) -----------------
+
+
+def _replay(batch, seed=3):
+    """The batch with a fresh generator, so two calls draw the same model randomness (BM3's dropout)."""
+    return type(batch)(batch.users, batch.pos_items, batch.neg_items, torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name", TRAINABLE)
+def test_loss_is_the_data_term_plus_the_regulariser(name, tiny):
+    model = build_model(name, tiny, generator=torch.Generator().manual_seed(0), reg_weight=0.5)
+    model.pre_epoch(torch.Generator().manual_seed(0))
+    batch = first_batch(tiny)
+    terms = model.loss_terms(_replay(batch))
+    assert terms.data.dim() == 0 and terms.regularizer.dim() == 0
+    torch.testing.assert_close(model.loss(_replay(batch)), terms.data + terms.regularizer)
+
+
+@pytest.mark.parametrize("name", TRAINABLE)
+def test_the_regulariser_sends_no_gradient_to_the_features(name, tiny):
+    """What AMR perturbs moves the data term only, so its perturbation follows the data term's gradient.
+    (VBPR's regulariser reads the features, through the norms of its item rows, but it penalises the
+    weights: its gradient stops at the features.)"""
+    model = build_model(name, tiny, generator=torch.Generator().manual_seed(0), reg_weight=0.5)
+    model.pre_epoch(torch.Generator().manual_seed(0))
+    batch = first_batch(tiny)
+    zeros = {m: torch.zeros_like(t, requires_grad=True) for m, t in model.adversarial_inputs().items()}
+    terms = model.loss_terms(_replay(batch), perturb=zeros)
+    if terms.regularizer.requires_grad:  # (FREEDOM's is a constant zero)
+        grads = torch.autograd.grad(terms.regularizer, list(zeros.values()),
+                                    allow_unused=True, retain_graph=True)
+        assert all(g is None or not g.any() for g in grads)
+    assert all(g.any() for g in torch.autograd.grad(terms.data, list(zeros.values())))
+
+
+#: FREEDOM's ``reg_weight`` weighs a BPR loss on the projected feature tables: it reads the features, so
+#: it belongs to the data term, and FREEDOM has no weight regulariser.
+L2_REGULARISED = [n for n in TRAINABLE if n != "freedom"]
+
+
+@pytest.mark.parametrize("name", L2_REGULARISED)
+def test_reg_weight_scales_the_regulariser_and_leaves_the_data_term(name, tiny):
+    batch = first_batch(tiny)
+    terms = {}
+    for weight in (0.0, 0.5, 1.0):
+        model = build_model(name, tiny, generator=torch.Generator().manual_seed(0), reg_weight=weight)
+        model.pre_epoch(torch.Generator().manual_seed(0))
+        terms[weight] = model.loss_terms(_replay(batch))
+    assert terms[0.0].regularizer.item() == 0.0
+    assert terms[0.5].regularizer.item() > 0
+    torch.testing.assert_close(terms[1.0].regularizer, 2 * terms[0.5].regularizer)
+    for weight in (0.5, 1.0):
+        torch.testing.assert_close(terms[weight].data, terms[0.0].data)
+
+
+def test_freedom_has_no_weight_regulariser(tiny):
+    model = build_model("freedom", tiny, generator=torch.Generator().manual_seed(0), reg_weight=0.5)
+    model.pre_epoch(torch.Generator().manual_seed(0))
+    terms = model.loss_terms(first_batch(tiny))
+    assert terms.regularizer.item() == 0.0

@@ -47,9 +47,10 @@ def make(
     optimizer: str = "adam",
     lr: float = 0.05,
     momentum: float = 0.0,
+    model_params: dict | None = None,
     **params,
 ) -> Setup:
-    net = build_model(model, dataset, generator=torch.Generator().manual_seed(0))
+    net = build_model(model, dataset, generator=torch.Generator().manual_seed(0), **(model_params or {}))
     opt = build_optimizer(optimizer, net.parameters(), lr=lr, momentum=momentum)
     strat = build_strategy(strategy, **params)
     strat.setup(net, opt)

@@ -10,7 +10,7 @@ from robustrec.data.dataset import Dataset
 from robustrec.data.sampling import Batch, BPRSampler
 from robustrec.errors import ConfigError
 from robustrec.models import build_model
-from robustrec.models.base import Recommender, default_generator
+from robustrec.models.base import LossTerms, Recommender, default_generator
 from robustrec.models.losses import bpr_loss
 from robustrec.strategies import AMR, MirrorGradient, build_strategy
 
@@ -24,13 +24,14 @@ def _batch(dataset, size=32, seed=0) -> Batch:
 
 def test_defaults_are_the_papers():
     amr = AMR()
-    assert (amr.eps, amr.amr_lambda, amr.modalities, amr.eps_relative) == (0.1, 1.0, None, True)
+    assert (amr.eps, amr.amr_lambda, amr.modalities, amr.eps_relative) == (0.1, 1.0, ("image",), True)
 
 
-def test_eps_zero_equals_plain_with_the_loss_scaled_by_one_plus_lambda(tiny):
+def test_eps_zero_without_a_regulariser_equals_plain_with_the_loss_scaled_by_one_plus_lambda(tiny):
     lam, lr = 0.7, 0.05
-    amr = make(tiny, "amr", optimizer="sgd", lr=lr, eps=0.0, amr_lambda=lam)
-    plain = make(tiny, "plain", optimizer="sgd", lr=lr * (1 + lam))
+    no_reg = {"reg_weight": 0.0}  # with a regulariser only the data term is scaled (next test)
+    amr = make(tiny, "amr", optimizer="sgd", lr=lr, model_params=no_reg, eps=0.0, amr_lambda=lam)
+    plain = make(tiny, "plain", optimizer="sgd", lr=lr * (1 + lam), model_params=no_reg)
     run_epochs(amr, tiny, [1, 2], total=2)
     run_epochs(plain, tiny, [1, 2], total=2)
     assert close_weights(amr.weights(), plain.weights(), rtol=1e-5, atol=1e-6)
@@ -38,7 +39,7 @@ def test_eps_zero_equals_plain_with_the_loss_scaled_by_one_plus_lambda(tiny):
 
 @pytest.mark.parametrize("relative", [True, False])
 def test_perturbation_is_eps_times_the_per_item_unit_gradient(tiny, relative):
-    setup = make(tiny, "amr", eps=0.3, eps_relative=relative)
+    setup = make(tiny, "amr", eps=0.3, eps_relative=relative, modalities=("image", "text"))
     batch = _batch(tiny)
     clean, deltas = setup.strategy.perturbation(batch)
     assert set(deltas) == {"image", "text"}
@@ -74,17 +75,63 @@ def test_no_gradient_flows_through_delta(tiny):
     _, deltas = setup.strategy.perturbation(batch)
     frozen = {m: d.detach().clone() for m, d in deltas.items()}
     expected = torch.autograd.grad(
-        setup.model.loss(batch) + lam * setup.model.loss(batch, perturb=frozen), params
+        setup.model.loss(batch) + lam * setup.model.loss_terms(batch, perturb=frozen).data, params
     )
     got = torch.autograd.grad(setup.strategy.objective(batch), params)
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b)
 
 
-def test_modalities_option_perturbs_only_those(tiny):
-    setup = make(tiny, "amr", modalities=("image",))
+def test_by_default_only_the_image_features_are_perturbed_as_in_the_paper(tiny):
+    setup = make(tiny, "amr")
     _, deltas = setup.strategy.perturbation(_batch(tiny))
     assert set(deltas) == {"image"}
+
+
+@pytest.mark.parametrize("modalities", [("text",), ("image", "text")])
+def test_modalities_option_perturbs_only_those(tiny, modalities):
+    setup = make(tiny, "amr", modalities=modalities)
+    _, deltas = setup.strategy.perturbation(_batch(tiny))
+    assert set(deltas) == set(modalities)
+
+
+def test_modalities_none_perturbs_every_modality_the_model_exposes(tiny):
+    setup = make(tiny, "amr", modalities=None)
+    _, deltas = setup.strategy.perturbation(_batch(tiny))
+    assert set(deltas) == {"image", "text"}
+
+
+@pytest.mark.parametrize("model", ["vbpr", "mmgcn", "grcn", "bm3"])
+def test_the_regulariser_is_counted_once(tiny, model):
+    """AMR's objective is L_data(f) + lambda * L_data(f + delta) + reg (paper and reference code).
+
+    The expected value is built from two copies of the model that differ only in reg_weight, so it
+    does not rely on the split the code under test uses. The regulariser is made large so that
+    counting it twice could not hide in the tolerance. (MMGCN's and GRCN's depend on the batch.)"""
+    batch = _batch(tiny)
+    lam = 1.0
+    heavy = make(tiny, "amr", model=model, model_params={"reg_weight": 5.0}, eps=0.0, amr_lambda=lam)
+    free = make(tiny, "plain", model=model, model_params={"reg_weight": 0.0})
+    data = _replayed(free.model.loss, batch)
+    total = _replayed(heavy.model.loss, batch)
+    assert float((total - data).detach()) > 0.1  # the regulariser is large
+    objective = _replayed(heavy.strategy.objective, batch)
+    torch.testing.assert_close(objective, total + lam * data)  # = 2 * data + reg, once
+    # and so is its gradient
+    params = list(heavy.model.parameters())
+    got = torch.autograd.grad(_replayed(heavy.strategy.objective, batch), params, allow_unused=True)
+    free_params = list(free.model.parameters())
+    want_data = torch.autograd.grad(_replayed(free.model.loss, batch), free_params, allow_unused=True)
+    want_total = torch.autograd.grad(_replayed(heavy.model.loss, batch), params, allow_unused=True)
+    for g, d, t in zip(got, want_data, want_total):
+        if g is None:
+            continue
+        torch.testing.assert_close(g, t + lam * (d if d is not None else 0.0))
+
+
+def _replayed(fn, batch):
+    """``fn(batch)`` with the model's randomness (BM3's dropout) drawn from a fixed generator."""
+    return fn(Batch(batch.users, batch.pos_items, batch.neg_items, torch.Generator().manual_seed(5)))
 
 
 def test_pop_has_no_adversarial_inputs(tiny):
@@ -106,6 +153,10 @@ def test_missing_modality_is_a_config_error(tiny):
     model = build_model("vbpr", text_only)
     with pytest.raises(ConfigError, match="no image features"):
         AMR(modalities=("image",)).setup(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    # the default (the paper's image features) says how to perturb the text features instead
+    with pytest.raises(ConfigError, match="no image features.*modalities=text"):
+        AMR().setup(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    AMR(modalities=("text",)).setup(model, torch.optim.SGD(model.parameters(), lr=0.1))
 
 
 def test_amr_composes_under_mirror(tiny):
@@ -135,9 +186,10 @@ class TableMF(Recommender):
         self.table = nn.Parameter(dataset.features.image.clone())
         self.proj = nn.Parameter(torch.randn(self.table.shape[1], 4, generator=g))
 
-    def loss(self, batch, perturb=None):
+    def loss_terms(self, batch, perturb=None):
         items = (self.table + (perturb or {}).get("image", 0.0)) @ self.proj
-        return bpr_loss(self.user[batch.users], items[batch.pos_items], items[batch.neg_items])
+        data = bpr_loss(self.user[batch.users], items[batch.pos_items], items[batch.neg_items])
+        return LossTerms(data, self.user.new_zeros(()))
 
     def adversarial_inputs(self):
         return {"image": self.table}

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from robustrec.data.sampling import Batch, BPRSampler
-from robustrec.models.base import Recommender, default_generator
+from robustrec.models.base import LossTerms, Recommender, default_generator
 from robustrec.models.losses import bpr_loss
 from robustrec.optim import OPTIMIZERS, build_optimizer
 from robustrec.strategies import SAM, SSAMDynamic, SSAMFisher, build_strategy
@@ -174,11 +174,15 @@ def test_ssam_f_mask_is_recomputed_every_update_freq_epochs(tiny):
 
 
 def test_ssam_d_death_rate_follows_the_cosine_schedule():
+    """The reference's schedule over 0-based epochs e: drop_rate (1 + cos(pi e / epochs)) / 2; ours are
+    counted from 1, so the first epoch has the full drop_rate."""
     strategy = SSAMDynamic(drop_rate=0.4)
     strategy.epochs = 10
-    assert strategy.death_rate(0) == pytest.approx(0.4)
-    assert strategy.death_rate(5) == pytest.approx(0.2)
-    assert strategy.death_rate(10) == pytest.approx(0.0)
+    assert strategy.death_rate(1) == pytest.approx(0.4)
+    assert strategy.death_rate(6) == pytest.approx(0.2)
+    assert strategy.death_rate(11) == pytest.approx(0.0)
+    rates = [strategy.death_rate(e) for e in range(1, 11)]
+    assert rates == sorted(rates, reverse=True) and rates[-1] > 0
 
 
 def test_ssam_d_drops_the_smallest_gradients_and_regrows_as_many(tiny):
@@ -197,9 +201,83 @@ def test_ssam_d_drops_the_smallest_gradients_and_regrows_as_many(tiny):
     smallest = torch.zeros_like(before)
     live = before.nonzero().squeeze(1)
     smallest[live[magnitude[live].argsort()[:n_drop]]] = True
-    assert not (before & ~after & ~smallest).any()  # only the smallest live entries died
-    regrown = (~before & after).sum() + (smallest & after).sum()
-    assert int(regrown) == n_drop
+    assert torch.equal(before & ~after, smallest)  # exactly the smallest live entries died
+    assert int((~before & after).sum()) == n_drop  # and as many entries dead before came back
+
+
+def _flat_mask(strategy) -> torch.Tensor:
+    return torch.cat([m.flatten() for m in strategy.masks()]).bool()
+
+
+def _random_grads(strategy, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(p.shape, generator=gen) for p in strategy.params]
+
+
+@pytest.mark.parametrize("sparsity, rate", [(0.5, 0.9), (0.5, 0.5), (0.3, 0.2)])
+def test_ssam_d_never_regrows_an_entry_dropped_in_the_same_update(tiny, sparsity, rate):
+    """The reference's growth score is multiplied by (1 - old mask): only entries dead before can grow."""
+    strategy = make(tiny, "ssam-d", sparsity=sparsity).strategy
+    before = _flat_mask(strategy)
+    strategy.update_mask(_random_grads(strategy), rate=rate)
+    after = _flat_mask(strategy)
+    dropped, grown = before & ~after, ~before & after
+    n_drop = min(int(rate * int(before.sum())), int((~before).sum()))
+    assert int(dropped.sum()) == int(grown.sum()) == n_drop > 0
+    assert int(after.sum()) == int(before.sum())
+
+
+def test_ssam_d_with_fewer_dead_entries_than_the_rate_drops_only_as_many(tiny):
+    """Sparsity 0.1, rate 0.5: the rate asks for 45% of the entries, only 10% are dead. Dropping 45%
+    and regrowing 10% (the reference) would shrink the mask to 65%; we swap the 10% and keep it at 90%."""
+    strategy = make(tiny, "ssam-d", sparsity=0.1).strategy
+    before = _flat_mask(strategy)
+    dead = int((~before).sum())
+    grads = _random_grads(strategy, seed=1)
+    strategy.update_mask(grads, rate=0.5)
+    after = _flat_mask(strategy)
+    assert int(after.sum()) == int(before.sum())
+    assert torch.equal(after, ~before | (after & before))  # every entry dead before is now live
+    assert int((before & ~after).sum()) == dead
+    magnitude = torch.cat([g.flatten() for g in grads]).abs()
+    assert magnitude[before & ~after].max() <= magnitude[before & after].min()  # the smallest died
+
+
+def test_ssam_d_with_sparsity_zero_keeps_the_full_mask(tiny):
+    strategy = make(tiny, "ssam-d", sparsity=0.0).strategy
+    strategy.update_mask(_random_grads(strategy), rate=0.5)
+    assert _flat_mask(strategy).all()
+
+
+def test_ssam_d_updates_the_mask_in_the_first_epoch(tiny):
+    """The reference updates at 0-based epochs 0, f, 2f, ... (ours 1, 1 + f, ...), the first included."""
+    setup = make(tiny, "ssam-d", update_freq=5)
+    initial = _flat_mask(setup.strategy).clone()
+    run_epochs(setup, tiny, [1], total=10, batch_size=128)
+    assert not torch.equal(_flat_mask(setup.strategy), initial)
+
+
+def test_ssam_d_perturbs_the_updating_batch_with_the_old_mask(tiny):
+    """As the reference (first_step, then update_mask): the batch whose gradient decides the new mask
+    is itself perturbed with the mask it replaces."""
+    rho, lr = 0.5, 0.1
+    setup = make(tiny, "ssam-d", optimizer="sgd", lr=lr, rho=rho, sparsity=0.5)
+    old = [m.clone() for m in setup.strategy.masks()]
+    setup.strategy.on_epoch_start(1, 10)
+    batch = _batch(tiny)
+    manual = make(tiny, "plain", optimizer="sgd", lr=lr)
+    params = list(manual.model.parameters())
+    w = [p.detach().clone() for p in params]
+    g = _grads_at(manual.model, batch, params)
+    norm = torch.linalg.vector_norm(torch.stack([x.norm() for x in g]))
+    with torch.no_grad():
+        for p, x, m in zip(params, g, old):
+            p.add_(x * rho / (norm + 1e-12) * m)
+    g_adv = _grads_at(manual.model, batch, params)
+    setup.strategy.step(batch)
+    assert not all(torch.equal(a, b) for a, b in zip(old, setup.strategy.masks()))  # it did update
+    for p, w0, x in zip(setup.model.parameters(), w, g_adv):
+        torch.testing.assert_close(p.detach(), w0 - lr * x)
 
 
 def test_ssam_d_updates_the_mask_with_the_next_batch_gradient(tiny):
@@ -226,13 +304,14 @@ class NoisyMF(Recommender):
         self.proj = nn.Parameter(torch.randn(self.image_feat.shape[1], 4, generator=g) * 0.1)
         self.calls: list[tuple[Batch, torch.Tensor]] = []
 
-    def loss(self, batch, perturb=None):
+    def loss_terms(self, batch, perturb=None):
         feat = self.image_feat + (perturb or {}).get("image", 0.0)
         items = self.item + feat @ self.proj
         keep = (torch.rand(len(batch), 4, generator=batch.generator) > 0.5).float()
         self.calls.append((batch, keep))
         users = self.user[batch.users] * keep
-        return bpr_loss(users, items[batch.pos_items], items[batch.neg_items])
+        data = bpr_loss(users, items[batch.pos_items], items[batch.neg_items])
+        return LossTerms(data, self.user.square().mean())
 
     def adversarial_inputs(self):
         return {"image": self.image_feat}

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import io
 import math
+import typing
 
 import pytest
 import torch
 
 from robustrec.errors import ConfigError
+from robustrec.hparams import accepted
 from robustrec.models import MODELS, build_model
 from robustrec.optim import OPTIMIZERS
 from robustrec.runs import RunSpec, TrainConfig
@@ -143,6 +145,50 @@ def test_an_objective_cannot_wrap():
 )
 def test_bad_options_are_config_errors(name, params):
     with pytest.raises(ConfigError):
+        build_strategy(name, **params)
+
+
+def _numeric_params(factory) -> list[tuple[str, type]]:
+    """The int and float keyword hyper-parameters of ``factory`` (optional ones included)."""
+    hints = typing.get_type_hints(factory.__init__)
+    out = []
+    for pname in accepted(factory):
+        kinds = [a for a in typing.get_args(hints[pname]) or (hints[pname],) if a in (int, float)]
+        if kinds:
+            out.append((pname, kinds[0]))
+    return out
+
+
+NOT_A_NUMBER = [math.nan, math.inf, -math.inf, "0.1"]
+NUMERIC_STRATEGY_PARAMS = [
+    (name, pname, bad)
+    for name in STRATEGIES.names()
+    for pname, _ in _numeric_params(STRATEGIES.get(name))
+    for bad in NOT_A_NUMBER
+]
+
+
+def test_every_strategy_has_numeric_parameters_to_check():
+    covered = {name for name, _, _ in NUMERIC_STRATEGY_PARAMS}
+    assert covered == set(STRATEGIES.names()) - {"plain"}
+
+
+@pytest.mark.parametrize(("name", "pname", "bad"), NUMERIC_STRATEGY_PARAMS)
+def test_nan_inf_and_strings_are_config_errors_naming_the_parameter(name, pname, bad):
+    """``not rho > 0`` catches NaN but lets inf through; ``int(nan)`` raises ValueError: every
+    numeric option must give a one-line ConfigError naming it."""
+    with pytest.raises(ConfigError, match=pname) as caught:
+        build_strategy(name, **{pname: bad})
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("mirror", {"beta": 2.5}), ("ssam-f", {"num_samples": 1.5}), ("ssam-d", {"seed": -1}), ("ssam-f", {"seed": 2**64}),
+     ("ssam-d", {"update_freq": True}), ("amr", {"eps_relative": "false"}), ("sam", {"rho": math.inf})],
+)
+def test_non_integers_booleans_and_odd_types_are_config_errors(name, params):
+    with pytest.raises(ConfigError, match=next(iter(params))):
         build_strategy(name, **params)
 
 
