@@ -7,12 +7,15 @@ and item bookkeeping live here once.
 
 The caption audit asks for captions of items, ``(key, image_path)`` pairs, through
 :meth:`Captioner.caption_items`; a backend that looks captions up by key instead of reading images
-(:class:`captioning.file.FileCaptioner`) overrides that one method.
+(:class:`captioning.file.FileCaptioner`) overrides that one method. Images are opened with
+:func:`robustrec.data.images.open_image`, as in ingest and the image encoders, and an image that
+cannot be read (not an image, truncated, over the pixel limit) is a missing one: no caption.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -20,7 +23,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from PIL import Image
 
-from robustrec.errors import ConfigError, DataError
+from robustrec.data.images import UnreadableImage, open_image
+from robustrec.errors import ConfigError
 from robustrec.registry import Registry
 
 if TYPE_CHECKING:
@@ -28,6 +32,8 @@ if TYPE_CHECKING:
 
 #: An item to caption: its key (e.g. the item's original id) and its image file, if it has one.
 Item = tuple[str, Path | None]
+
+logger = logging.getLogger("robustrec")
 
 _T = TypeVar("_T")
 _C = TypeVar("_C", bound="type[Captioner]")
@@ -69,14 +75,25 @@ class Captioner(ABC):
     def caption_items(self, items: Sequence[Item]) -> dict[str, str]:
         """Map each item's key to the caption of its image.
 
-        Images are opened lazily, one batch at a time. Items without an image (path None) are
-        skipped: they get no entry in the result. An unreadable image file raises DataError.
+        Images are opened lazily, one batch at a time. Items without an image (path None) or whose
+        image cannot be read are skipped: they get no entry in the result (one warning line names
+        the unreadable ones' count and the first).
         """
         with_images = [(key, path) for key, path in items if path is not None]
         captions: dict[str, str] = {}
+        unreadable: list[UnreadableImage] = []
         for batch in batched(with_images, self.batch_size):
-            images = [open_rgb(path) for _, path in batch]
-            captions.update(zip([key for key, _ in batch], self.caption(images)))
+            keys, images = [], []
+            for key, path in batch:
+                try:
+                    images.append(open_image(path))
+                    keys.append(key)
+                except UnreadableImage as exc:
+                    unreadable.append(exc)
+            if images:
+                captions.update(zip(keys, self.caption(images)))
+        if unreadable:
+            logger.warning(f"{len(unreadable)} unreadable image(s) not captioned, e.g. {unreadable[0]}")
         return captions
 
     def __repr__(self) -> str:
@@ -110,15 +127,6 @@ def build_captioner(name: str, **options: Any) -> Captioner:
             f"captioner {name!r} has no option {', '.join(map(repr, unknown))}; accepted: {', '.join(accepted)}"
         )
     return factory(**options)
-
-
-def open_rgb(path: str | Path) -> Image.Image:
-    """Read an image file fully into memory as RGB; an unreadable file raises DataError."""
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, Image.DecompressionBombError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from None
 
 
 def batched(seq: Sequence[_T], size: int) -> Iterator[list[_T]]:

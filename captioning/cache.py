@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from captioning.base import Captioner, Item, batched
-from robustrec.errors import DataError
+from robustrec.data.images import UnreadableImage, file_sha256
 from robustrec.io import write_json
 
 
@@ -40,11 +40,9 @@ def cache_key(spec: Mapping[str, Any], image_sha256: str) -> str:
 
 
 def image_sha256(path: str | Path) -> str:
-    """sha256 hex digest of an image file's bytes; an unreadable file raises DataError."""
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from None
+    """sha256 hex digest of an image file's bytes (read in chunks; a FIFO or folder is refused);
+    a file that cannot be read raises :class:`~robustrec.data.images.UnreadableImage`."""
+    return file_sha256(path)
 
 
 class CaptionCache:
@@ -95,15 +93,24 @@ def cached_caption_items(captioner: Captioner, items: Sequence[Item], cache: Cap
     """Like ``captioner.caption_items(items)``, calling the captioner only for images not in ``cache``.
 
     Images are identified by content, so identical images are captioned once. Misses are captioned
-    in batches of ``captioner.batch_size`` and stored after each batch. Items without an image are
-    skipped, as by :meth:`Captioner.caption_items`. Captioners whose captions do not depend on image
-    content (``uses_images`` False, e.g. the file captioner) are not cached.
+    in batches of ``captioner.batch_size`` and stored after each batch. Items without an image, or
+    whose image cannot be read, are skipped, as by :meth:`Captioner.caption_items` (and nothing is
+    cached for them). Captioners whose captions do not depend on image content (``uses_images``
+    False, e.g. the file captioner) are not cached.
     """
     if not captioner.uses_images:
         return captioner.caption_items(items)
     spec = captioner.spec()
-    hashes = {key: image_sha256(path) for key, path in items if path is not None}
-    paths = {hashes[key]: path for key, path in items if path is not None}
+    hashes: dict[str, str] = {}
+    paths: dict[str, Path] = {}
+    for key, path in items:
+        if path is None:
+            continue
+        try:
+            hashes[key] = image_sha256(path)
+        except UnreadableImage:  # a missing or non-regular file: no caption, as for a bad image
+            continue
+        paths.setdefault(hashes[key], Path(path))
     captions: dict[str, str] = {}
     for digest in paths:
         cached = cache.get(spec, digest)
@@ -114,7 +121,7 @@ def cached_caption_items(captioner: Captioner, items: Sequence[Item], cache: Cap
         new = captioner.caption_items(batch)
         cache.put_many(spec, new)
         captions.update(new)
-    return {key: captions[digest] for key, digest in hashes.items()}
+    return {key: captions[digest] for key, digest in hashes.items() if digest in captions}
 
 
 def _read_rows(path: Path) -> dict[str, str]:

@@ -14,7 +14,10 @@ features.json) from raw files: every row is a positive interaction; duplicate (u
 are collapsed; a k-core filter is repeated until stable; users and items are re-indexed from 0;
 each user's interactions are split at random (seed) into train/valid/test as in MMRec. Item texts
 and images are encoded (MiniLM and EfficientNet-lite0 when robustrec[encoders] is installed),
-through a content cache so a re-run encodes nothing new."""
+through a content cache so a re-run encodes nothing new. Readable images are hard-linked (or
+copied) into DIR/images, so the folder is self-contained; an image that cannot be decoded (not an
+image, truncated, over 40 million pixels) counts as missing. Ratings and timestamps must be finite
+numbers; bad input stops the command before anything is written."""
 
 EPILOG = """\
 examples:
@@ -31,7 +34,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--format", choices=("csv", "amazon"), default="csv", help="input layout (default csv)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR",
                         help="output folder: new, empty, or one written earlier by robustrec (replaced)")
-    parser.add_argument("--images", type=Path, metavar="DIR", help="folder of <item id>.<jpg|jpeg|png|webp> images")
+    parser.add_argument("--images", type=Path, metavar="DIR",
+                        help="folder of <item id>.<jpg|jpeg|png|webp> images (linked or copied into --out; "
+                             "symlinks leading out of the folder are refused)")
 
     csv_group = parser.add_argument_group("csv layout")
     csv_group.add_argument("--ratings", type=Path, metavar="CSV", help="interactions: user, item[, rating, timestamp]")

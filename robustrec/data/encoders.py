@@ -33,6 +33,7 @@ import zipfile
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from robustrec.data.images import UnreadableImage, file_sha256, open_image
 from robustrec.errors import ConfigError, DataError
 from robustrec.io import atomic_path
 from robustrec.registry import Registry
@@ -536,34 +538,52 @@ def encode_texts(
     return features
 
 
-def read_image(path: str | Path) -> Image.Image | None:
-    """The image at ``path`` as RGB, or ``None`` when it cannot be read or decoded."""
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return None
+@dataclass(frozen=True)
+class EncodedImages:
+    """Features of image files: ``features[i]`` is zeros where ``ok[i]`` is False, and
+    ``problems[i]`` says why that image could not be read (missing, not an image, over the pixel limit)."""
+
+    features: np.ndarray
+    ok: np.ndarray
+    problems: dict[int, UnreadableImage]
 
 
 def encode_image_files(
     encoder: ImageEncoder, paths: Sequence[str | Path], cache_dir: str | Path | None = None,
     batch_size: int = 64, progress: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Encode image files through the cache, keyed by file bytes. Returns ``(features, ok)``:
-    rows of unreadable images are zeros with ``ok`` False."""
+) -> EncodedImages:
+    """Encode image files through the cache, keyed by file bytes. Files are opened with
+    :func:`robustrec.data.images.open_image` (regular files, common formats, a pixel limit)."""
     keys: list[str | None] = []
-    for path in paths:
+    problems: dict[int, UnreadableImage] = {}
+    for i, path in enumerate(paths):
         try:
-            keys.append(content_key(Path(path).read_bytes()))
-        except OSError:
+            keys.append(file_sha256(path))
+        except UnreadableImage as exc:
             keys.append(None)
-    return encode_cached(encoder, keys, lambda i: read_image(paths[i]), cache_dir, batch_size, progress)
+            problems[i] = exc
+
+    def load(i: int) -> Image.Image | None:
+        try:
+            return open_image(paths[i])
+        except UnreadableImage as exc:
+            problems[i] = exc
+            return None
+
+    features, ok = encode_cached(encoder, keys, load, cache_dir, batch_size, progress)
+    # Equal files are read once (under their first index): the others share its problem.
+    first = {key: i for i, key in reversed(list(enumerate(keys))) if key is not None}
+    for i in np.flatnonzero(~ok).tolist():
+        if i not in problems and first.get(keys[i]) in problems:
+            problems[i] = problems[first[keys[i]]]
+    return EncodedImages(features, ok, dict(sorted(problems.items())))
 
 
 __all__ = [
     "IMAGE_ENCODERS",
     "TEXT_ENCODERS",
     "EfficientNetLite0Encoder",
+    "EncodedImages",
     "FeatureCache",
     "HashingTextEncoder",
     "ImageEncoder",
@@ -577,7 +597,6 @@ __all__ = [
     "encode_image_files",
     "encode_texts",
     "image_encoder_from_spec",
-    "read_image",
     "text_encoder_for",
     "text_encoder_from_spec",
 ]

@@ -10,6 +10,16 @@ Two input layouts:
   The item text is title, brand, first category path and description, as in MMRec.
 
 Images are read from a folder of ``<item id>.<jpg|jpeg|png|webp>`` files; nothing is downloaded.
+Each readable image is hard-linked (or, across file systems, copied) into ``<out>/images/`` and
+``items.jsonl`` names it relative to the dataset folder, so the folder is self-contained and the
+caption audit reads images only from inside it. An image file that cannot be decoded (not an image,
+truncated, over :data:`robustrec.data.images.MAX_PIXELS`) is treated as missing, with a warning
+line. A symlink in the images folder that resolves outside it is refused: ingest reads images only
+from inside the folder it is given.
+
+Every number read (ratings, timestamps) must be finite, ids that are integers are ordered
+numerically only when they fit in 64 bits, and malformed JSON lines (too deeply nested, NaN,
+badly typed fields) are DataErrors naming the file and line.
 
 Processing follows MMRec's preprocessing: every row is a positive; duplicate (user, item) pairs are
 collapsed (the earliest, then the first in the file, is kept); a k-core filter is repeated until
@@ -27,7 +37,6 @@ import contextlib
 import csv
 import gzip
 import io
-import json
 import logging
 import os
 import re
@@ -51,8 +60,11 @@ from robustrec.data.encoders import (
     encode_image_files,
     encode_texts,
 )
+from robustrec.data.images import MAX_PIXELS, UnreadableImage, inside
 from robustrec.data.mmrec import ENCODERS_FILE, write_dataset
+from robustrec.data.values import finite_number, unix_time
 from robustrec.errors import ConfigError, DataError
+from robustrec.io import loads_json
 
 logger = logging.getLogger("robustrec")
 
@@ -61,11 +73,12 @@ ITEM_COLUMNS = ("item_id", "itemID", "item", "asin", "parent_asin", "movie_id")
 RATING_COLUMNS = ("rating", "overall", "score")
 TIME_COLUMNS = ("timestamp", "unixReviewTime", "time", "ts")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")  # in order of preference
+IMAGES_DIR = "images"  # where the dataset keeps its own copies of the item images
 AMAZON_TEMPLATE = "{title}. {brand}. {categories}. {description}"
 
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 _DATE = re.compile(r"\d{1,4}[-/.](\d{1,2}|[A-Za-z]{3,9})[-/.]\d{1,4}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?Z?")
-_INTEGER = re.compile(r"0|[1-9]\d*")
+_INTEGER = re.compile(r"0|[1-9]\d{0,17}")  # plain integers that fit in 64 bits
 
 
 # ---- results --------------------------------------------------------------------------------------------
@@ -117,6 +130,8 @@ class FeatureResult:
     encoders: dict[str, Any]
     without_image: int = 0
     unreadable_images: int = 0
+    #: Per item, whether its image was read (empty without images): only those go into the dataset.
+    readable: tuple[bool, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -166,7 +181,8 @@ def encode_ids(ids: Sequence[str]) -> tuple[np.ndarray, list[int] | list[str]]:
     """Codes ``0..m-1`` in ascending id order and the ids in that order.
 
     Ids are compared as exact strings; when every id is a plain integer (``0`` or no leading zero)
-    they are ordered and returned as numbers, otherwise as strings in lexicographic order.
+    of at most 18 digits they are ordered and returned as numbers, otherwise as strings in
+    lexicographic order.
     """
     uniques, codes = np.unique(np.array(ids, dtype=str), return_inverse=True)
     strings = [str(u) for u in uniques]
@@ -317,17 +333,15 @@ def find_column(
 
 
 def _number(value: str, path: Path, lineno: int, what: str) -> float:
-    try:
-        return float(value)
-    except ValueError:
-        raise DataError(f"{path}:{lineno}: {what} {value!r} is not a number") from None
+    return finite_number(value, f"{path}:{lineno}", what)
 
 
 def parse_time(value: str, path: Path, lineno: int) -> int:
-    """A unix time in seconds from an integer/float or an ISO 8601 date (naive dates are UTC)."""
+    """A unix time in seconds from an integer/float or an ISO 8601 date (naive dates are UTC);
+    numbers must be finite and fit in 64 bits."""
     value = value.strip()
     if _NUMBER.fullmatch(value):
-        return int(float(value))
+        return unix_time(finite_number(value, f"{path}:{lineno}", "timestamp"), f"{path}:{lineno}", value)
     try:
         stamp = datetime.fromisoformat(value)
     except ValueError:
@@ -421,23 +435,37 @@ def iter_json_lines(path: Path) -> Iterator[tuple[int, dict]]:
 
 
 def _parse_record(line: str, path: Path, lineno: int) -> dict:
+    """Strict JSON (:func:`robustrec.io.loads_json`: no NaN, bounded nesting), else a Python literal."""
+    where = f"{path}:{lineno}"
     try:
-        record = json.loads(line)
-    except json.JSONDecodeError:
+        record = loads_json(line, where)
+    except DataError as json_error:
         try:
             record = ast.literal_eval(line.strip())
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            raise DataError(f"{path}:{lineno}: neither a JSON object nor a Python dict literal") from None
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            reason = str(json_error).removeprefix(f"{where}: ")
+            raise DataError(f"{where}: neither a JSON object nor a Python dict literal ({reason})") from None
     if not isinstance(record, dict):
-        raise DataError(f"{path}:{lineno}: expected an object, got {type(record).__name__}")
+        raise DataError(f"{where}: expected an object, got {type(record).__name__}")
     return record
 
 
-def _first_key(record: dict, keys: Sequence[str]) -> Any:
+def _first_key(record: dict, keys: Sequence[str]) -> tuple[str, Any]:
+    """The first of ``keys`` with a value in ``record`` (not null, not empty) and that value."""
     for key in keys:
         if record.get(key) not in (None, ""):
-            return record[key]
-    return None
+            return key, record[key]
+    return keys[0], None
+
+
+def _id(record: dict, keys: Sequence[str], where: str) -> str | None:
+    """An id field: a string or an integer (JSON has no other sane id), stripped."""
+    key, value = _first_key(record, keys)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DataError(f"{where}: {key} must be a string or an integer, got {type(value).__name__}")
+    return str(value).strip()
 
 
 def read_amazon_reviews(path: str | Path) -> RawInteractions:
@@ -446,13 +474,14 @@ def read_amazon_reviews(path: str | Path) -> RawInteractions:
     path = _require_file(path, "reviews")
     users, items, ratings, times = [], [], [], []
     for lineno, record in iter_json_lines(path):
-        user = _first_key(record, ("reviewerID", "user_id"))
-        item = _first_key(record, ("parent_asin", "asin"))
+        user = _id(record, ("reviewerID", "user_id"), f"{path}:{lineno}")
+        item = _id(record, ("parent_asin", "asin"), f"{path}:{lineno}")
         if user is None or item is None:
             raise DataError(f"{path}:{lineno}: a review needs reviewerID (or user_id) and asin (or parent_asin)")
-        users.append(str(user).strip())
-        items.append(str(item).strip())
-        rating, stamp = _first_key(record, ("overall", "rating")), _first_key(record, ("unixReviewTime", "timestamp"))
+        users.append(user)
+        items.append(item)
+        _, rating = _first_key(record, ("overall", "rating"))
+        _, stamp = _first_key(record, ("unixReviewTime", "timestamp"))
         ratings.append(None if rating is None else _number(str(rating), path, lineno, "rating"))
         times.append(None if stamp is None else parse_time(str(stamp), path, lineno))
     if not users:
@@ -465,14 +494,30 @@ def read_amazon_reviews(path: str | Path) -> RawInteractions:
 
 
 def amazon_text(record: dict) -> str:
-    """Title, brand, first category path and description, joined with :func:`join_fields`."""
+    """Title, brand, first category path and description, joined with :func:`join_fields`.
+
+    Fields must have the types of McAuley's layouts (text: strings or numbers; categories: a list of
+    names or of lists of names; description: a string or a list of strings); others are a DataError.
+    """
     categories = record.get("categories") or record.get("category") or []
+    if not isinstance(categories, (list, tuple)):
+        raise DataError(f"categories must be a list, got {type(categories).__name__}")
     path = categories[0] if categories and isinstance(categories[0], (list, tuple)) else categories
     description = record.get("description") or ""
     if isinstance(description, (list, tuple)):
-        description = " ".join(str(d) for d in description)
+        description = " ".join(_text_field(d, "description") for d in description)
     brand = record.get("brand") or record.get("store") or ""
-    return join_fields([str(record.get("title") or ""), str(brand), ", ".join(str(c) for c in path), str(description)])
+    return join_fields([
+        _text_field(record.get("title") or "", "title"), _text_field(brand, "brand"),
+        ", ".join(_text_field(c, "categories") for c in path), _text_field(description, "description"),
+    ])
+
+
+def _text_field(value: Any, what: str) -> str:
+    """A text field's value as a string: strings and numbers only (a dict or list is not text)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise DataError(f"{what} must be text, got {type(value).__name__}")
+    return str(value)
 
 
 def read_amazon_meta(path: str | Path, wanted: set[str] | None = None) -> ItemTexts:
@@ -480,17 +525,24 @@ def read_amazon_meta(path: str | Path, wanted: set[str] | None = None) -> ItemTe
     path = _require_file(path, "meta")
     texts: dict[str, str] = {}
     for lineno, record in iter_json_lines(path):
-        item = _first_key(record, ("parent_asin", "asin"))
+        item = _id(record, ("parent_asin", "asin"), f"{path}:{lineno}")
         if item is None:
             raise DataError(f"{path}:{lineno}: a metadata record needs asin (or parent_asin)")
-        item = str(item).strip()
         if (wanted is None or item in wanted) and item not in texts:
-            texts[item] = amazon_text(record)
+            try:
+                texts[item] = amazon_text(record)
+            except DataError as exc:
+                raise DataError(f"{path}:{lineno}: {exc}") from None
     return ItemTexts(texts, AMAZON_TEMPLATE)
 
 
 def find_images(folder: str | Path, ids: Sequence[str]) -> list[Path | None]:
-    """``folder/<id>.<ext>`` for each id (jpg, jpeg, png, webp, any case), ``None`` where absent."""
+    """``folder/<id>.<ext>`` for each id (jpg, jpeg, png, webp, any case), ``None`` where absent.
+
+    A path is the file's own name in ``folder``, never a symlink's target. A symlink is followed
+    only within ``folder``: one of the wanted images that resolves outside it is a DataError (a
+    downloaded images folder must not make ingest read, and copy, arbitrary files).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"images folder {folder} does not exist")
@@ -501,8 +553,15 @@ def find_images(folder: str | Path, ids: Sequence[str]) -> list[Path | None]:
         if ext in rank and path.is_file():
             stem = path.stem
             if stem not in found or rank[ext] < rank[found[stem].suffix.lower()]:
-                found[stem] = path.resolve()
-    return [found.get(i) for i in ids]
+                found[stem] = path
+    images = [found.get(i) for i in ids]
+    for path in images:
+        if path is not None and not inside(path, folder):
+            raise DataError(
+                f"images folder {folder}: {path.name} is a link to {path.resolve()}, outside the images folder; "
+                "copy the image into the folder (ingest reads images only from inside it)"
+            )
+    return images
 
 
 # ---- features and output ------------------------------------------------------------------------------------
@@ -525,10 +584,11 @@ def build_features(
     if images is None or image_encoder is None:
         return FeatureResult(features, encoders)
     present = [n for n, p in enumerate(images) if p is not None]
-    vectors, ok = encode_image_files(image_encoder, [images[n] for n in present], cache_dir, batch_size, progress)
-    unreadable = [images[n] for n, good in zip(present, ok) if not good]
-    if unreadable:
-        logger.warning(f"{len(unreadable)} unreadable image(s) treated as missing, e.g. {unreadable[0]}")
+    encoded = encode_image_files(image_encoder, [images[n] for n in present], cache_dir, batch_size, progress)
+    vectors, ok = encoded.features, encoded.ok
+    _warn_unreadable(list(encoded.problems.values()))
+    readable = np.zeros(len(images), dtype=bool)
+    readable[np.asarray(present, dtype=np.int64)[ok]] = True
     if ok.any():
         matrix = np.zeros((len(images), image_encoder.dim), dtype=np.float32)
         good = np.asarray(present, dtype=np.int64)[ok]
@@ -539,7 +599,18 @@ def build_features(
         encoders["image"] = image_encoder.spec()
     else:
         logger.warning("no readable image: the dataset gets no image features")
-    return FeatureResult(features, encoders, len(images) - int(ok.sum()), len(unreadable))
+    return FeatureResult(features, encoders, len(images) - int(ok.sum()), len(encoded.problems),
+                         tuple(bool(r) for r in readable))
+
+
+def _warn_unreadable(problems: list[UnreadableImage]) -> None:
+    """One warning line for all the images that could not be read (each is counted as missing)."""
+    if not problems:
+        return
+    too_large = sum(p.too_large for p in problems)
+    over = f"; {too_large} over the {MAX_PIXELS:,}-pixel limit" if too_large else ""
+    example = next((p for p in problems if p.too_large), problems[0])
+    logger.warning(f"{len(problems)} unreadable image(s) treated as missing{over}; e.g. {example}")
 
 
 def check_out_folder(out: Path) -> None:
@@ -572,11 +643,34 @@ def staged_folder(out: str | Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _items_records(orig_ids: Sequence[Any], texts: Sequence[str], images: Sequence[Path | None]) -> list[dict]:
+def _items_records(orig_ids: Sequence[Any], texts: Sequence[str], images: Sequence[str | None]) -> list[dict]:
     return [
-        {"item": n, "orig_id": orig, "text": text, "image": str(image) if image is not None else None}
+        {"item": n, "orig_id": orig, "text": text, "image": image}
         for n, (orig, text, image) in enumerate(zip(orig_ids, texts, images))
     ]
+
+
+def copy_images(images: Sequence[Path | None], folder: Path) -> list[str | None]:
+    """Put each image into ``folder/images/`` under its own file name; return the paths relative to
+    ``folder`` (what ``items.jsonl`` records). A hard link costs no space; across file systems (or
+    where links are not allowed) the file is copied."""
+    target = folder / IMAGES_DIR
+    names: list[str | None] = []
+    for source in images:
+        if source is None:
+            names.append(None)
+            continue
+        target.mkdir(exist_ok=True)
+        destination = target / source.name  # one file per item id, so names differ (at least in case)
+        if destination.exists():  # a case-insensitive file system: never give one item another's image
+            raise DataError(f"two item images would both be stored as {destination.name} (names that differ only "
+                            "in case, on a case-insensitive file system?); rename one")
+        try:
+            os.link(source.resolve(), destination)
+        except OSError:
+            shutil.copyfile(source, destination)
+        names.append(f"{IMAGES_DIR}/{source.name}")
+    return names
 
 
 @dataclass(frozen=True)
@@ -628,10 +722,12 @@ def _ingest(
         extra["rating"] = raw.ratings[split.rows]
     if raw.timestamps is not None:
         extra["timestamp"] = raw.timestamps[split.rows]
+    # Unreadable images are missing ones: the dataset neither holds nor names them.
+    kept = [p if p is not None and result.readable[n] else None for n, p in enumerate(images)] if images else []
     with staged_folder(out) as folder:
+        names = copy_images(kept, folder) if kept else [None] * len(keys)
         write_dataset(
-            folder, split.pairs, split.labels, result.features,
-            _items_records(orig_ids, texts, images or [None] * len(keys)), extra, record,
+            folder, split.pairs, split.labels, result.features, _items_records(orig_ids, texts, names), extra, record,
         )
     return IngestSummary(
         out=out, source=source, n_rows=len(raw.users), n_users=len(split.user_codes), n_items=len(orig_ids),
@@ -723,6 +819,7 @@ __all__ = [
     "Split",
     "amazon_text",
     "build_features",
+    "copy_images",
     "encode_ids",
     "find_images",
     "ingest_amazon",

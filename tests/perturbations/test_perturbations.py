@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -14,6 +13,7 @@ from perturbations import (
     TextFeatureNoise,
     insert_caption,
 )
+from robustrec.data.encoders import HashingTextEncoder
 from robustrec.errors import ConfigError, DataError
 from robustrec.evaluate import Evaluator
 from robustrec.models import build_model
@@ -28,20 +28,34 @@ def scores(model, dataset):
     return model.scorer()(torch.arange(dataset.n_users))
 
 
-class CountingEncoder:
-    """A text encoder that records every text it is asked to encode."""
+class CountingEncoder(HashingTextEncoder):
+    """The hashing text encoder, recording every text it is asked to encode."""
 
-    def __init__(self, dim):
-        self.dim, self.calls = dim, []
+    def __init__(self, dim=8):
+        super().__init__(dim=dim)
+        self.calls = []
 
-    def encode(self, texts, **_):
+    def encode(self, texts, batch_size=64, progress=False):
         self.calls.extend(texts)
-        rng = np.random.default_rng(len(self.calls))
-        return rng.normal(size=(len(texts), self.dim)).astype(np.float32)
+        return super().encode(list(texts), batch_size, progress)
 
 
 def caption_of(dataset):
     return lambda ids: {i: f"a photo of thing {i}" for i in ids}
+
+
+def captioned(calls):
+    """The encoded texts that carry a caption (the suite also re-encodes clean texts once, to check
+    that the stored features were made from them)."""
+    return [t for t in calls if "a photo of thing" in t]
+
+
+@pytest.fixture(scope="module")
+def shop(tiny_with_images):
+    """``tiny_with_images`` with text features made from its item texts (as ingest makes them)."""
+    texts = [info.text for info in tiny_with_images.items]
+    text = torch.from_numpy(HashingTextEncoder(dim=8).encode(texts))
+    return tiny_with_images.with_features(tiny_with_images.features.replace(text=text))
 
 
 def snapshot(model):
@@ -130,42 +144,53 @@ def test_insert_caption_positions():
     assert sorted(text.split()) == sorted(["one", "two", "three", "X"])
 
 
-def test_caption_probability_zero_is_identity(tiny_with_images):
-    ds = tiny_with_images
+def test_caption_probability_zero_is_identity(shop):
+    ds = shop
     model = trained("vbpr", ds)
-    encoder = CountingEncoder(ds.features.text.shape[1])
+    encoder = CountingEncoder()
     view = CaptionInsertion(0.0, captions=caption_of(ds), text_encoder=encoder).apply(model, ds, gen())
-    assert view.model is model and view.details["changed_items"] == 0
-    assert encoder.calls == []
+    assert view.model is model and view.dataset is ds
+    assert view.details["changed_items"] == view.details["drawn_items"] == 0
+    assert captioned(encoder.calls) == []
 
 
-def test_caption_reencodes_only_changed_items(tiny_with_images):
-    ds = tiny_with_images
+def test_caption_reencodes_only_changed_items(shop):
+    ds = shop
     model = trained("vbpr", ds)
     text_before = ds.features.text.clone()
-    encoder = CountingEncoder(ds.features.text.shape[1])
+    encoder = CountingEncoder()
     suite = CaptionInsertion(0.3, captions=caption_of(ds), text_encoder=encoder)
     view = suite.apply(model, ds, gen(7))
     changed = view.details["changed_items"]
-    assert 0 < changed < ds.n_items and len(encoder.calls) == changed
+    assert 0 < changed < ds.n_items and len(captioned(encoder.calls)) == changed == view.details["drawn_items"]
     rows = (view.dataset.features.text != text_before).any(dim=1).nonzero().flatten().tolist()
     assert rows == view.details["changed_item_ids"]
     assert torch.equal(ds.features.text, text_before)  # input untouched
     without_image = {i for i, info in enumerate(ds.items) if info.image is None}
     assert not without_image & set(rows) and view.details["items_without_image"] == len(without_image)
+    calls = len(encoder.calls)
     suite.apply(model, ds, gen(7))  # the same draw again: nothing new to encode
-    assert len(encoder.calls) == changed
+    assert len(encoder.calls) == calls
 
 
-def test_caption_probability_one_changes_every_item_with_an_image(tiny_with_images):
-    ds = tiny_with_images
-    view = CaptionInsertion(1.0, captions=caption_of(ds), text_encoder=CountingEncoder(8)).apply(
+def test_caption_same_seed_same_view(shop):
+    model = trained("vbpr", shop)
+    views = [CaptionInsertion(0.5, captions=caption_of(shop), text_encoder=CountingEncoder(), position="random")
+             .apply(model, shop, gen(seed)) for seed in (4, 4, 5)]
+    assert views[0].details == views[1].details
+    assert torch.equal(views[0].dataset.features.text, views[1].dataset.features.text)
+    assert views[0].details["changed_item_ids"] != views[2].details["changed_item_ids"]
+
+
+def test_caption_probability_one_changes_every_item_with_an_image(shop):
+    ds = shop
+    view = CaptionInsertion(1.0, captions=caption_of(ds), text_encoder=CountingEncoder()).apply(
         trained("vbpr", ds), ds, gen())
     assert view.details["changed_items"] == ds.n_items - view.details["items_without_image"]
 
 
 def test_caption_needs_item_texts(tiny):
-    suite = CaptionInsertion(0.5, captions=caption_of(tiny), text_encoder=CountingEncoder(8))
+    suite = CaptionInsertion(0.5, captions=caption_of(tiny), text_encoder=CountingEncoder())
     with pytest.raises(DataError, match="items.jsonl"):
         suite.check(trained("vbpr", tiny), tiny)
     with pytest.raises(ConfigError, match=r"\[0, 1\]"):
@@ -180,9 +205,9 @@ def test_compose_applies_each_part(tiny):
 
 
 @pytest.mark.parametrize("name", PERTURBATIONS.names())
-def test_every_suite_smoke(name, tiny_with_images):
-    ds = tiny_with_images
-    extra = {"captions": caption_of(ds), "text_encoder": CountingEncoder(8)} if name == "caption" else {}
+def test_every_suite_smoke(name, shop):
+    ds = shop
+    extra = {"captions": caption_of(ds), "text_encoder": CountingEncoder()} if name == "caption" else {}
     suite = PERTURBATIONS.get(name)(0.5 if name != "noise" else 1e-2, **extra)
     model = trained("vbpr", ds)
     view = suite.apply(model, ds, gen())
