@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from PIL import Image
 
 from captioning.base import Captioner, Item, register_captioner
 from robustrec.errors import ConfigError, DataError
+from robustrec.io import loads_json
 
 ID_FIELDS = ("item", "item_id", "orig_id", "id")
 CAPTION_FIELDS = ("caption", "text")  # in order of preference
@@ -93,22 +93,24 @@ def _is_jsonl(path: Path, text: str) -> bool:
 
 
 def _csv_rows(text: str, path: Path, id_column: str | None) -> Iterator[_Row]:
-    reader = csv.DictReader(io.StringIO(text), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-    header = reader.fieldnames or []
-    id_field = _pick_id_field(header, id_column, f"{path} header")
-    caption_field = _pick_caption_field(header, f"{path} header")
-    for row in reader:
-        yield reader.line_num, row[id_field], row[caption_field]
+    # newline="" semantics: the csv module sees the raw line ends, so a stray carriage return inside
+    # a field is data (or a clear error below), never a crash
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    try:
+        header = reader.fieldnames or []
+        id_field = _pick_id_field(header, id_column, f"{path} header")
+        caption_field = _pick_caption_field(header, f"{path} header")
+        for row in reader:
+            yield reader.line_num, row[id_field], row[caption_field]
+    except csv.Error as exc:
+        raise DataError(f"{path}:{reader.line_num}: not valid CSV ({exc})") from None
 
 
 def _jsonl_rows(text: str, path: Path, id_column: str | None) -> Iterator[_Row]:
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
+        row = loads_json(line, f"{path}:{line_no}")
         if not isinstance(row, dict):
             raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
         where = f"{path}:{line_no}"

@@ -10,6 +10,11 @@ tables, plots and the CI gate in :mod:`reports`.
 
 __version__ = "0.1.0"
 
+from robustrec.numerics import request_reproducible_libraries as _request_reproducible_libraries
+
+# Before torch's math libraries first run: the same numbers whatever the thread count (numerics.py).
+_request_reproducible_libraries()
+
 # Re-exported lazily (PEP 562) so that light users (reports, the CI gate) do not import torch.
 _EXPORTS = {
     "robustrec.data": ("Dataset", "ItemFeatures", "ItemInfo", "load_dataset", "open_dataset"),

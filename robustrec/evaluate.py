@@ -24,7 +24,7 @@ import scipy.sparse as sp
 import torch
 
 from robustrec.data.dataset import Dataset
-from robustrec.errors import ConfigError
+from robustrec.errors import ConfigError, DataError
 from robustrec.metrics import DEFAULT_TOPK, METRICS, metric_key, parse_metric  # noqa: F401 (re-exported)
 
 #: Scores held at once: users per block x items (64M floats = 256 MB).
@@ -70,6 +70,19 @@ def _rows_of(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.nd
     block_rows = np.repeat(np.arange(len(rows)), counts)
     offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
     return block_rows, matrix.indices[np.repeat(starts, counts) + offsets]
+
+
+def _check_scores(top_values: torch.Tensor) -> None:
+    """Refuse a ranking built on NaN or +inf scores: its metrics would be made up.
+
+    Checking the top of each row suffices and costs nothing: ``topk`` ranks NaN above every number,
+    so a row with any NaN among its unmasked items has one in its top values."""
+    bad = torch.isnan(top_values) | (top_values == float("inf"))
+    if bool(bad.any()):
+        raise DataError(
+            f"the model's scores are NaN or infinite for {int(bad.any(dim=1).sum())} users of a block: "
+            "its weights or (perturbed) inputs are not finite numbers"
+        )
 
 
 class Evaluator:
@@ -130,7 +143,8 @@ class Evaluator:
             for users, (mrow, mcol), (grow, gcol), n_rel in self.blocks:
                 scores = score(users).to(torch.float32)
                 scores[mrow, mcol] = float("-inf")
-                top = torch.topk(scores, width, dim=1).indices
+                values, top = torch.topk(scores, width, dim=1)
+                _check_scores(values)
                 relevant = torch.zeros_like(scores, dtype=torch.bool)
                 relevant[grow, gcol] = True
                 hits = relevant.gather(1, top)

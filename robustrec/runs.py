@@ -29,10 +29,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from robustrec import __version__
+from robustrec import __version__, checks, numerics
 from robustrec.data.dataset import Dataset
 from robustrec.errors import ConfigError, DataError
-from robustrec.io import atomic_path, write_json
+from robustrec.io import atomic_path, read_json, write_json
 from robustrec.metrics import DEFAULT_TOPK, parse_metric
 from robustrec.models import Recommender, build_model
 
@@ -41,11 +41,17 @@ WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
 LOG_FILE = "log.jsonl"
 METRICS_FILE = "metrics.json"
+EVALUATION_FILE = "evaluation.json"
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Trainer settings with MMRec's defaults."""
+    """Trainer settings with MMRec's defaults.
+
+    ``threads`` is the number of torch CPU threads. It is part of the run's identity because it can
+    change the last bits of the numbers (robustrec/numerics.py); ``None`` means "the current number",
+    which :func:`robustrec.train.train` resolves and records.
+    """
 
     epochs: int = 1000
     patience: int = 20
@@ -59,16 +65,24 @@ class TrainConfig:
     topk: tuple[int, ...] = DEFAULT_TOPK
     valid_metric: str = "recall@20"
     eval_every: int = 1
+    threads: int | None = None
 
     def __post_init__(self) -> None:
-        if self.epochs < 0:
-            raise ConfigError("epochs must be >= 0")
-        if self.patience < 1:
-            raise ConfigError("patience must be >= 1")
-        if self.batch_size < 1:
-            raise ConfigError("batch size must be >= 1")
-        if self.eval_every < 1:
-            raise ConfigError("eval_every must be >= 1")
+        owner = "train"
+        for name, minimum in (("epochs", 0), ("patience", 0), ("batch_size", 1), ("eval_every", 1)):
+            checks.count(owner, name, getattr(self, name), minimum)
+        checks.count(owner, "seed", self.seed, 0, 2**63 - 1)
+        checks.positive(owner, "lr", self.lr)
+        checks.non_negative(owner, "momentum", self.momentum)
+        checks.non_negative(owner, "weight_decay", self.weight_decay)
+        if self.threads is not None:
+            checks.count(owner, "threads", self.threads, 1)
+        for name in ("optimizer", "device", "valid_metric"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{owner}: {name} must be a string, got {getattr(self, name)!r}")
+        if not isinstance(self.topk, (tuple, list)) or not self.topk:
+            raise ConfigError(f"{owner}: topk must be a non-empty list of integers, got {self.topk!r}")
+        object.__setattr__(self, "topk", tuple(checks.count(owner, "each top-k value", k) for k in self.topk))
         _, k = parse_metric(self.valid_metric)
         if k not in self.topk:
             raise ConfigError(f"valid metric {self.valid_metric} needs k={k} among the top-k values {self.topk}")
@@ -84,6 +98,20 @@ class RunSpec:
     strategy_params: Mapping[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        for name in ("model", "strategy"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name} must be a name, got {getattr(self, name)!r}")
+        for name in ("model_params", "strategy_params"):
+            if not isinstance(getattr(self, name), Mapping):
+                raise ConfigError(f"{name} must be a mapping of names to values, got {getattr(self, name)!r}")
+        if not isinstance(self.train, TrainConfig):
+            raise ConfigError(f"train must be a TrainConfig, got {type(self.train).__name__}")
+
+    def with_threads(self, threads: int) -> RunSpec:
+        """This spec with the thread count it is trained with."""
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, threads=threads))
+
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["model_params"] = dict(self.model_params)
@@ -93,6 +121,8 @@ class RunSpec:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunSpec:
+        if not isinstance(data, dict):
+            raise TypeError("the spec is not an object")
         train = dict(data.get("train", {}))
         if "topk" in train:
             train["topk"] = tuple(train["topk"])
@@ -105,9 +135,13 @@ class RunSpec:
         )
 
     def config_hash(self) -> str:
-        """Hash of everything that changes the trained weights (the device is left out)."""
+        """Hash of everything that changes the trained weights, the thread count included (the device
+        is left out: a run trained on a GPU is evaluated anywhere; resuming checks it separately).
+        A spec without a thread count (runs from before it was recorded) hashes as it always did."""
         data = self.to_json()
         data["train"].pop("device")
+        if data["train"]["threads"] is None:
+            data["train"].pop("threads")
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -118,6 +152,7 @@ def provenance(device: str | torch.device) -> dict[str, Any]:
         "torch_version": torch.__version__,
         "python": platform.python_version(),
         "device": str(device),
+        "numerics": numerics.identity(device),
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -178,9 +213,15 @@ class Run:
         return self.info["dataset"]["fingerprint"]
 
     @property
+    def finished(self) -> bool:
+        """Whether training ended (``metrics.json`` is written last); an unfinished run's checkpoint
+        is only the best of the epochs done so far."""
+        return (self.path / METRICS_FILE).is_file()
+
+    @property
     def metrics(self) -> dict[str, Any] | None:
         path = self.path / METRICS_FILE
-        return json.loads(path.read_text()) if path.is_file() else None
+        return read_json(path, "run metrics") if path.is_file() else None
 
     def check_dataset(self, dataset: Dataset) -> None:
         if dataset.fingerprint != self.dataset_fingerprint:
@@ -204,7 +245,16 @@ class Run:
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0]
             raise DataError(f"{path}: checkpoint does not match model {self.spec.model!r}: {first}") from None
+        check_finite(tensors, path)
         return model.to(device)
+
+
+def check_finite(tensors: Mapping[str, torch.Tensor], where: str | Path) -> None:
+    """Refuse weights holding NaN or inf: every score computed from them would be made up."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise DataError(f"{where}: {name} holds {bad} NaN or infinite values; the weights are unusable")
 
 
 def open_run(path: str | Path) -> Run:
@@ -212,12 +262,17 @@ def open_run(path: str | Path) -> Run:
     run_file = path / RUN_FILE
     if not run_file.is_file():
         raise DataError(f"{path} is not a robustrec run folder (no {RUN_FILE})")
+    info = read_json(run_file, "run file")
     try:
-        info = json.loads(run_file.read_text(encoding="utf-8"))
         spec = RunSpec.from_json(info["spec"])
-        info["dataset"]["fingerprint"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise DataError(f"{run_file}: malformed run file ({exc})") from None
+        dataset = info["dataset"]
+        for key, types in (("fingerprint", str), ("name", str), ("path", (str, type(None)))):
+            if not isinstance(dataset.get(key), types):
+                raise TypeError(f"the dataset's {key} is {dataset.get(key)!r}")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DataError(f"{run_file}: malformed run file ({type(exc).__name__}: {exc})") from None
+    except ConfigError as exc:
+        raise DataError(f"{run_file}: invalid run configuration ({exc})") from None
     return Run(path, spec, info)
 
 

@@ -1,10 +1,12 @@
 """The trainer: epochs of prepared batches handed to a strategy, early stopping on validation.
 
 Model selection uses the validation metric only; the test metrics reported are those of the
-best-validation weights. Every random number comes from two generators seeded from the run's seed
-(one for sampling, one for the model's own randomness), and both are checkpointed, so the same seed
-on the same device gives identical metrics, and a resumed run ends exactly where an uninterrupted
-one would.
+best-validation weights; training stops as MMRec's does, at the first evaluation after ``patience``
+evaluations without a gain. Every random number comes from two generators seeded from the run's seed
+(one for sampling, one for the model's own randomness), and both are checkpointed; torch runs its
+deterministic kernels (robustrec/numerics.py). So the same seed on the same device and thread count
+gives identical metrics, and a resumed run ends exactly where an uninterrupted one would: the
+thread count is recorded in the run's configuration, and a resume on another one is refused.
 """
 
 from __future__ import annotations
@@ -23,15 +25,19 @@ from robustrec.data.dataset import Dataset
 from robustrec.data.sampling import BPRSampler
 from robustrec.errors import ConfigError, DataError, RobustRecError
 from robustrec.evaluate import Evaluator
-from robustrec.io import write_json, write_jsonl
+from robustrec.io import atomic_path, check_output_folder, write_json, write_jsonl
 from robustrec.models import build_model
+from robustrec.numerics import reproducible
 from robustrec.optim import build_optimizer
 from robustrec.runs import (
+    EVALUATION_FILE,
     LOG_FILE,
     METRICS_FILE,
+    RUN_FILE,
     STATE_FILE,
     WEIGHTS_FILE,
     RunSpec,
+    check_finite,
     load_weights,
     open_run,
     save_weights,
@@ -52,30 +58,77 @@ class TrainResult:
 
 
 def resolve_device(device: str) -> torch.device:
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was requested but CUDA is not available on this machine")
+    """``device`` as a torch device; a ConfigError for a name torch does not know or an absent GPU."""
+    if not isinstance(device, str):
+        raise ConfigError(f"device must be a name such as cpu or cuda, got {device!r}")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device {device!r} is not supported; use cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device} was requested but CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s)")
     return dev
 
 
-def _prepare_folder(out: Path, spec: RunSpec, dataset: Dataset, overwrite: bool, resume: bool) -> bool:
-    """Create or validate the run folder; return True when a resume state should be loaded."""
+#: Everything a run folder may hold; ``--overwrite`` removes these (and nothing else).
+RUN_FILES = (RUN_FILE, WEIGHTS_FILE, STATE_FILE, LOG_FILE, METRICS_FILE, EVALUATION_FILE)
+
+
+def check_run_folder(out: Path, spec: RunSpec, dataset: Dataset, overwrite: bool = False, resume: bool = True) -> bool:
+    """Validate the run folder for ``spec`` without changing it (ConfigError); return True when a
+    resume state will be loaded."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder")
-    if overwrite and out.exists():
-        for name in ("run.json", WEIGHTS_FILE, STATE_FILE, LOG_FILE, METRICS_FILE):
-            (out / name).unlink(missing_ok=True)
-    if (out / "run.json").is_file():
-        run = open_run(out)
-        if run.info.get("config_hash") != spec.config_hash():
-            raise ConfigError(f"{out} holds a run with another configuration; choose another --out or pass --overwrite")
-        run.check_dataset(dataset)
-        if (out / METRICS_FILE).is_file():
-            raise ConfigError(f"{out} holds a finished run; pass --overwrite to train again")
-        return resume and (out / STATE_FILE).is_file()
-    if out.is_dir() and any(out.iterdir()):
-        raise ConfigError(f"--out {out} is a non-empty folder that is not a run; choose another")
-    return False
+    if not out.is_dir():
+        check_output_folder(out)
+        return False
+    check_output_folder(out)
+    if not (out / RUN_FILE).is_file():
+        leftovers = [p for p in out.iterdir() if p.name not in RUN_FILES and not _is_temporary(p)]
+        if leftovers:
+            raise ConfigError(f"--out {out} is a non-empty folder that is not a run; choose another")
+        return False
+    if overwrite:
+        return False
+    run = open_run(out)
+    run.check_dataset(dataset)
+    if run.info.get("config_hash") != spec.config_hash():
+        raise ConfigError(f"{out} holds a run with another configuration{_what_differs(run.spec, spec)}; "
+                          "choose another --out or pass --overwrite")
+    if (out / METRICS_FILE).is_file():
+        raise ConfigError(f"{out} holds a finished run; pass --overwrite to train again")
+    if resume and (out / STATE_FILE).is_file() and run.spec.train.device != spec.train.device:
+        raise ConfigError(f"{out} was started on {run.spec.train.device}; resume it there (--device "
+                          f"{run.spec.train.device}): another device changes the numbers")
+    return resume and (out / STATE_FILE).is_file()
+
+
+def _what_differs(saved: RunSpec, wanted: RunSpec) -> str:
+    """Say so when only the thread count differs: the usual reason a resume is refused."""
+    if saved.train.threads is not None and saved.train.threads != wanted.train.threads:
+        if saved.with_threads(wanted.train.threads).config_hash() == wanted.config_hash():
+            return (f" (it was trained with {saved.train.threads} threads, this call uses "
+                    f"{wanted.train.threads}; the thread count can change the numbers, so resume it with "
+                    f"--threads {saved.train.threads})")
+    return ""
+
+
+def _is_temporary(path: Path) -> bool:
+    """A temporary that an atomic write of one of the run's files left behind when killed."""
+    return path.name.endswith(".tmp") and any(path.name.startswith(f".{name}.") for name in RUN_FILES)
+
+
+def _prepare_folder(out: Path, overwrite: bool) -> None:
+    """Create the run folder; remove a replaced run's files (``overwrite``) and stale temporaries."""
+    out.mkdir(parents=True, exist_ok=True)
+    for path in out.iterdir():
+        if _is_temporary(path) or (overwrite and path.name in RUN_FILES):
+            path.unlink(missing_ok=True)
 
 
 def train(
@@ -90,32 +143,44 @@ def train(
 ) -> TrainResult | None:
     """Train ``spec`` on ``dataset`` into the run folder ``out``.
 
-    An interrupted run in ``out`` with the same configuration is resumed from its last finished
-    epoch. ``max_epochs_this_call`` stops after that many epochs without finishing the run (returns
-    ``None``); it exists to test resuming.
+    An interrupted run in ``out`` with the same configuration (thread count included) is resumed from
+    its last finished epoch. Everything is validated and built before ``out`` is touched, so a
+    rejected option leaves nothing behind. Torch runs deterministic kernels on ``spec.train.threads``
+    threads (default: the current number), see :mod:`robustrec.numerics`. ``max_epochs_this_call``
+    stops after that many epochs without finishing the run (returns ``None``); it exists to test
+    resuming.
     """
-    cfg = spec.train
-    out = Path(out)
-    device = resolve_device(cfg.device)
-    resuming = _prepare_folder(out, spec, dataset, overwrite, resume)
-    out.mkdir(parents=True, exist_ok=True)
+    with reproducible(spec.train.threads) as threads:
+        return _train(dataset, spec.with_threads(threads), Path(out), progress, resume, overwrite,
+                      max_epochs_this_call)
 
+
+def _train(dataset, spec, out, progress, resume, overwrite, max_epochs_this_call) -> TrainResult | None:
+    cfg = spec.train
+    device = resolve_device(cfg.device)
+    resuming = check_run_folder(out, spec, dataset, overwrite, resume)
+
+    # Build everything that can refuse an option before the folder is created or changed.
     init_gen = torch.Generator().manual_seed(cfg.seed)
     model = build_model(spec.model, dataset, generator=init_gen, **spec.model_params).to(device)
     strategy = build_strategy(spec.strategy, **with_run_seed(spec.strategy, spec.strategy_params, cfg.seed))
-    if not resuming:
-        write_run_file(out, spec, dataset, strategy.label(), model.hparams)
     valid_eval = Evaluator(dataset, "valid", cfg.topk, device)
     test_eval = Evaluator(dataset, "test", cfg.topk, device)
+    trains = model.trainable and cfg.epochs > 0
+    if trains:
+        optimizer = build_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
+        strategy.setup(model, optimizer)
+
+    _prepare_folder(out, overwrite)
+    if not resuming:
+        write_run_file(out, spec, dataset, strategy.label(), model.hparams)
     metadata = {"config_hash": spec.config_hash(), "dataset_fingerprint": dataset.fingerprint}
 
-    if not model.trainable or cfg.epochs == 0:
+    if not trains:
         save_weights(out / WEIGHTS_FILE, model, metadata)
         valid = valid_eval.evaluate(model).metrics
         return _finish(out, model, test_eval, valid, best_epoch=0, epochs_run=0, stopped_early=False, log=[])
 
-    optimizer = build_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
-    strategy.setup(model, optimizer)
     sampler = BPRSampler(dataset, cfg.batch_size, device)
     sample_gen = torch.Generator().manual_seed(cfg.seed)
     model_gen = torch.Generator(device).manual_seed(cfg.seed + 1)
@@ -124,6 +189,7 @@ def train(
     log: list[dict[str, Any]] = []
     if resuming:
         state, log = _load_state(out, model, optimizer, strategy, sample_gen, model_gen)
+        write_jsonl(out / LOG_FILE, log)  # the log of the state resumed from, whatever was written after it
 
     valid_key = cfg.valid_metric.lower()
     epochs_this_call = 0
@@ -166,7 +232,9 @@ def train(
         state["epoch"] = epoch
         _save_state(out, state, log, model, optimizer, strategy, sample_gen, model_gen)
         epochs_this_call += 1
-        if state["bad"] >= cfg.patience:
+        # MMRec stops when cur_step > stopping_step: `patience` evaluations without a gain are
+        # tolerated, and the next one without a gain ends the run.
+        if state["bad"] > cfg.patience:
             stopped_early = True
             break
         if max_epochs_this_call is not None and epochs_this_call >= max_epochs_this_call and epoch < cfg.epochs:
@@ -203,11 +271,12 @@ def _finish(out, model, test_eval, valid, best_epoch, epochs_run, stopped_early,
 
 
 def _save_state(out, state, log, model, optimizer, strategy, sample_gen, model_gen) -> None:
-    from robustrec.io import atomic_path
-
+    """The resume state after an epoch, the log included: a kill at any moment leaves a state.pt
+    and a log that agree (the log file is rewritten from the state on resume)."""
     payload = {
         "trainer": {k: v for k, v in state.items() if k != "best_valid"},
         "best_valid": json.dumps(state["best_valid"]),
+        "log": json.dumps(log),
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "strategy": strategy.state_dict(),
@@ -220,20 +289,32 @@ def _save_state(out, state, log, model, optimizer, strategy, sample_gen, model_g
 
 
 def _load_state(out, model, optimizer, strategy, sample_gen, model_gen):
+    """Restore a resume state. It is read without unpickling code (``weights_only=True``); anything
+    that is not a state this trainer wrote is refused with one line (and never with torch's advice
+    to load it with ``weights_only=False``)."""
     path = out / STATE_FILE
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(payload["model"])
+        check_finite(payload["model"], path)
         optimizer.load_state_dict(payload["optimizer"])
         strategy.load_state_dict(payload["strategy"])
         sample_gen.set_state(payload["sample_gen"])
         model_gen.set_state(payload["model_gen"])
         state = dict(payload["trainer"])
         state["best_valid"] = json.loads(payload["best_valid"])
-    except (RuntimeError, KeyError, ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{path}: corrupt resume state ({str(exc).splitlines()[0] if str(exc) else exc}); "
-                        "delete it or pass --overwrite") from None
-    log = []
-    if (out / LOG_FILE).is_file():
-        log = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines() if line.strip()]
+        log = json.loads(payload["log"])
+        if not isinstance(log, list) or not all(isinstance(e, dict) and "epoch" in e for e in log):
+            raise ValueError("malformed log")
+        int(state["epoch"]), float(state["best_value"]), int(state["best_epoch"]), int(state["bad"])
+    except DataError:
+        raise
+    except Exception as exc:  # untrusted bytes: whatever fails to parse is a corrupt state
+        reason = type(exc).__name__ if "weights_only" in str(exc) else _first_line(exc)
+        raise DataError(f"{path}: not a valid resume state ({reason}); delete it or pass --overwrite") from None
     return state, [e for e in log if e["epoch"] <= state["epoch"]]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:120] if text else type(exc).__name__

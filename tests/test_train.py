@@ -52,13 +52,6 @@ def test_outputs_and_metric_keys(tiny, tmp_path):
     assert result.best_epoch in (1, 2)
 
 
-def test_early_stopping_uses_patience(tiny, tmp_path):
-    cfg = TrainConfig(epochs=200, patience=2, batch_size=64, lr=1e-9, topk=(5, 10, 20))
-    result = train(tiny, RunSpec("vbpr", train=cfg), tmp_path / "run", progress=False)
-    assert result.stopped_early and result.epochs_run < 200
-    assert result.epochs_run - result.best_epoch == 2
-
-
 def test_pop_is_evaluated_without_training(tiny, tmp_path):
     result = train(tiny, RunSpec("pop", train=TrainConfig(topk=(5, 10, 20))), tmp_path / "pop", progress=False)
     assert result.epochs_run == 0 and result.test["recall@20"] > 0

@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help=f"torch CPU threads (default 1, or ${THREADS_ENV}): the models' operations are small, and "
-        "with more threads than free cores torch slows down many-fold (benchmarks/README.md)",
+        "with more threads than free cores torch slows down many-fold (benchmarks/README.md). Recorded with "
+        "each run: a run is resumed only with the thread count it started with",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:

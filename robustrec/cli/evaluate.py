@@ -9,7 +9,7 @@ from pathlib import Path
 from robustrec.cli.common import add_device_argument, open_data, print_metrics
 from robustrec.evaluate import Evaluator
 from robustrec.io import check_output_file, write_json
-from robustrec.runs import METRICS_FILE, open_run
+from robustrec.runs import EVALUATION_FILE, METRICS_FILE, open_run
 from robustrec.train import resolve_device
 
 
@@ -27,9 +27,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-EVALUATION_FILE = "evaluation.json"
-
-
 def evaluate_run(run_path: str | Path, data: str | None = None, device: str = "cpu") -> dict[str, dict[str, float]]:
     run = open_run(run_path)
     dataset = open_data(data or run.dataset_path)
@@ -40,9 +37,10 @@ def evaluate_run(run_path: str | Path, data: str | None = None, device: str = "c
 
 
 def run(args: argparse.Namespace) -> int:
-    run_path = open_run(args.run).path
+    opened = open_run(args.run)
+    run_path = opened.path
     out = check_output_file(run_path / EVALUATION_FILE, "output file")  # before any work
-    if not (run_path / METRICS_FILE).is_file():
+    if not opened.finished:
         print(f"robustrec evaluate: warning: run {run_path} has not finished training (no {METRICS_FILE}); "
               "evaluating its best checkpoint so far", file=sys.stderr)
     results = evaluate_run(run_path, args.data, args.device)

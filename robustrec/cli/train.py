@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from robustrec.cli.common import add_data_argument, add_device_argument, int_list, open_data, print_metrics
+from robustrec.errors import ConfigError
 from robustrec.evaluate import DEFAULT_TOPK
 from robustrec.hparams import parse_params
 from robustrec.models import MODELS
@@ -83,7 +84,9 @@ def strategy_params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from robustrec.train import train
+    import torch
+
+    from robustrec.train import check_run_folder, resolve_device, train
 
     model_params = parse_params(MODELS.get(args.model), args.param, f"model {args.model!r}")
     spec = RunSpec(
@@ -106,11 +109,18 @@ def run(args: argparse.Namespace) -> int:
             eval_every=args.eval_every,
         ),
     )
-    dataset = open_data(args.data)
+    resolve_device(args.device)
     seeds = args.seeds or (None,)
-    for seed in seeds:
+    if args.seeds and len(set(args.seeds)) != len(args.seeds):
+        raise ConfigError("--seeds lists a seed twice")
+    dataset = open_data(args.data)
+    planned = []
+    for seed in seeds:  # every run folder is checked before the first epoch of the first seed
         run_spec = spec if seed is None else dataclasses.replace(spec, train=dataclasses.replace(spec.train, seed=seed))
         out = Path(args.out) if seed is None else Path(args.out) / f"seed-{seed}"
+        check_run_folder(out, run_spec.with_threads(torch.get_num_threads()), dataset, args.overwrite)
+        planned.append((run_spec, out))
+    for run_spec, out in planned:
         result = train(dataset, run_spec, out, progress=not args.no_progress, overwrite=args.overwrite)
         print(f"{out}: best epoch {result.best_epoch} of {result.epochs_run}, "
               f"{result.train_seconds_per_epoch:.3f} s/epoch")

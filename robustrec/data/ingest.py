@@ -51,6 +51,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from robustrec import checks
 from robustrec.data.encoders import (
     ImageEncoder,
     TextEncoder,
@@ -64,7 +65,7 @@ from robustrec.data.images import MAX_PIXELS, UnreadableImage, inside
 from robustrec.data.mmrec import ENCODERS_FILE, write_dataset
 from robustrec.data.values import finite_number, unix_time
 from robustrec.errors import ConfigError, DataError
-from robustrec.io import loads_json
+from robustrec.io import check_output_folder, loads_json
 
 logger = logging.getLogger("robustrec")
 
@@ -614,11 +615,13 @@ def _warn_unreadable(problems: list[UnreadableImage]) -> None:
 
 
 def check_out_folder(out: Path) -> None:
-    """``out`` must be absent, empty, or a dataset folder written by robustrec (with features.json)."""
+    """``out`` must be absent, empty, or a dataset folder written by robustrec (with features.json),
+    and writable (its nearest existing ancestor, when it is absent)."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"output {out} exists and is not a folder")
+    check_output_folder(out)
     if not out.exists():
         return
-    if not out.is_dir():
-        raise DataError(f"output {out} exists and is not a folder")
     if any(out.iterdir()) and not (out / ENCODERS_FILE).is_file():
         raise DataError(f"output folder {out} is not empty and was not written by robustrec; choose a new folder")
 
@@ -764,6 +767,8 @@ def ingest_csv(
     :func:`~robustrec.data.encoders.default_cache_dir`; ``use_cache=False`` encodes everything."""
     started = time.perf_counter()
     out = Path(out)
+    checks.count("ingest", "k_core", k_core, 0)  # 0 and 1: no filter
+    checks.count("ingest", "seed", seed, 0, 2**32 - 1)  # numpy's RandomState takes 32-bit seeds
     check_out_folder(out)
     encoding = _encoding(items is not None, images is not None, text_encoder, image_encoder,
                          cache_dir, use_cache, batch_size, progress)
@@ -792,6 +797,8 @@ def ingest_amazon(
     optional folder of ``<asin>.<ext>`` images. Options as in :func:`ingest_csv`."""
     started = time.perf_counter()
     out = Path(out)
+    checks.count("ingest", "k_core", k_core, 0)  # 0 and 1: no filter
+    checks.count("ingest", "seed", seed, 0, 2**32 - 1)  # numpy's RandomState takes 32-bit seeds
     check_out_folder(out)
     encoding = _encoding(meta is not None, images is not None, text_encoder, image_encoder,
                          cache_dir, use_cache, batch_size, progress)

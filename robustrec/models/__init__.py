@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from robustrec.data.dataset import Dataset
+from robustrec.errors import ConfigError
 from robustrec.hparams import check_params
 from robustrec.models.base import EmbeddingTable, Recommender, Scorer
 from robustrec.models.bm3 import BM3
@@ -28,7 +29,14 @@ def build_model(
     """Build a registered model on ``dataset`` with explicit hyper-parameters."""
     factory = MODELS.get(name)
     check_params(factory, params, f"model {name!r}")
-    return factory(dataset, generator=generator, **params)
+    try:
+        return factory(dataset, generator=generator, **params)
+    except MemoryError:
+        raise ConfigError(f"model {name!r}: not enough memory for these hyper-parameters {params}") from None
+    except RuntimeError as exc:  # torch's CPU allocator reports a failed allocation as a RuntimeError
+        if "allocate" not in str(exc):
+            raise
+        raise ConfigError(f"model {name!r}: not enough memory for these hyper-parameters {params}") from None
 
 
 __all__ = ["MODELS", "EmbeddingTable", "Recommender", "Scorer", "build_model"]

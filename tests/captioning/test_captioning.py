@@ -414,10 +414,14 @@ def test_file_captioner_cannot_caption_images(captions_file: Path, image_paths) 
         ("c.jsonl", "[1, 2]\n", "expected a JSON object, got list"),
         ("c.jsonl", '{"id": null, "caption": "a"}\n', "item id must be a non-empty string or integer"),
         ("c.jsonl", '{"id": 1, "caption": 5}\n', "caption must be a non-empty string"),
+        # found by the CLI fuzz test: a bare carriage return, an integer too long to convert, NaN
+        ("c.csv", "id,caption\n1,a\n\r0\n", "c.csv:4: caption must be a non-empty string"),
+        ("c.jsonl", '{"id": 1, "caption": "a"}\n' + "1" * 5000 + "\n", "c.jsonl:2: not valid JSON"),
+        ("c.jsonl", '{"id": 1, "caption": NaN}\n', "c.jsonl:1: non-standard JSON number NaN"),
     ],
 )
 def test_file_malformed_is_a_data_error(tmp_path: Path, name: str, content: str, message: str) -> None:
-    (tmp_path / name).write_text(content)
+    (tmp_path / name).write_bytes(content.encode())
     with pytest.raises(DataError, match=message):
         FileCaptioner(tmp_path / name)
 

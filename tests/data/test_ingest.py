@@ -468,3 +468,24 @@ def test_ml100k_features_equal_the_reference(tmp_path):
         np.testing.assert_allclose(np.load(summary.out / name), np.load(reference / name), atol=2e-4)
     ours, theirs = read_jsonl(summary.out / "items.jsonl"), read_jsonl(reference / "items.jsonl")
     assert [r["image"] is None for r in ours] == [r["image"] is None for r in theirs]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"seed": 10**23}, r"seed must be an integer in \[0, 4294967295\]"),  # numpy: ValueError before
+        ({"seed": -1}, "seed must be an integer"),
+        ({"k_core": -3}, "k_core must be an integer >= 0"),
+    ],
+)
+def test_options_are_checked_before_anything_is_read(tmp_path, options, message):
+    with pytest.raises(ConfigError, match=message):
+        ingest_csv(tmp_path / "absent.csv", tmp_path / "out", **options)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_out_is_one_line_before_any_work(tmp_path):
+    """/proc refuses new files whatever the permission bits say (the tests may run as root)."""
+    ratings, _, _ = _shop(tmp_path)
+    with pytest.raises(ConfigError, match="cannot write in /proc"):
+        ingest_csv(ratings, "/proc/robustrec-out")

@@ -47,6 +47,21 @@ def _grads_at(model, batch, params):
     return [g for g in torch.autograd.grad(loss, params)]
 
 
+def _sgd_sam_by_hand(tiny, batch, rho, lr, masks=None):
+    """The weights after one SAM step with plain SGD, written out: the gradient at
+    w + rho g / ||g|| (times the mask, if any; the norm over the full gradient), applied at w."""
+    manual = make(tiny, "plain", optimizer="sgd", lr=lr)
+    params = list(manual.model.parameters())
+    w = [p.detach().clone() for p in params]
+    g = _grads_at(manual.model, batch, params)
+    norm = torch.linalg.vector_norm(torch.stack([x.norm() for x in g]))
+    with torch.no_grad():
+        for i, (p, x) in enumerate(zip(params, g)):
+            p.add_(x * rho / (norm + 1e-12) * (1 if masks is None else masks[i]))
+    g_adv = _grads_at(manual.model, batch, params)
+    return [w0 - lr * x for w0, x in zip(w, g_adv)]
+
+
 def test_sam_restores_the_weights_exactly_before_the_base_step(tiny):
     setup = make(tiny, "sam", optimizer="sgd", lr=0.1, rho=0.5)
     batch = _batch(tiny)
@@ -74,16 +89,7 @@ def test_sam_with_sgd_matches_the_formula(tiny):
     rho, lr = 0.3, 0.2
     setup = make(tiny, "sam", optimizer="sgd", lr=lr, rho=rho)
     batch = _batch(tiny)
-    manual = make(tiny, "plain", optimizer="sgd", lr=lr)
-    params = list(manual.model.parameters())
-    w = [p.detach().clone() for p in params]
-    g = _grads_at(manual.model, batch, params)
-    norm = torch.linalg.vector_norm(torch.stack([x.norm() for x in g]))
-    with torch.no_grad():
-        for p, x in zip(params, g):
-            p.add_(x * rho / (norm + 1e-12))
-    g_adv = _grads_at(manual.model, batch, params)
-    expected = [w0 - lr * x for w0, x in zip(w, g_adv)]
+    expected = _sgd_sam_by_hand(tiny, batch, rho, lr)
     setup.strategy.step(batch)
     for p, e in zip(setup.model.parameters(), expected):
         torch.testing.assert_close(p.detach(), e)
@@ -265,19 +271,11 @@ def test_ssam_d_perturbs_the_updating_batch_with_the_old_mask(tiny):
     old = [m.clone() for m in setup.strategy.masks()]
     setup.strategy.on_epoch_start(1, 10)
     batch = _batch(tiny)
-    manual = make(tiny, "plain", optimizer="sgd", lr=lr)
-    params = list(manual.model.parameters())
-    w = [p.detach().clone() for p in params]
-    g = _grads_at(manual.model, batch, params)
-    norm = torch.linalg.vector_norm(torch.stack([x.norm() for x in g]))
-    with torch.no_grad():
-        for p, x, m in zip(params, g, old):
-            p.add_(x * rho / (norm + 1e-12) * m)
-    g_adv = _grads_at(manual.model, batch, params)
+    expected = _sgd_sam_by_hand(tiny, batch, rho, lr, masks=old)
     setup.strategy.step(batch)
     assert not all(torch.equal(a, b) for a, b in zip(old, setup.strategy.masks()))  # it did update
-    for p, w0, x in zip(setup.model.parameters(), w, g_adv):
-        torch.testing.assert_close(p.detach(), w0 - lr * x)
+    for p, e in zip(setup.model.parameters(), expected):
+        torch.testing.assert_close(p.detach(), e)
 
 
 def test_ssam_d_updates_the_mask_with_the_next_batch_gradient(tiny):
