@@ -84,9 +84,7 @@ def child_cost(args) -> None:
         times: dict[str, list[float]] = defaultdict(list)
         for _ in range(args.epochs + 1):  # the first epoch of each is a warm-up
             for name, trainer in trainers.items():
-                torch.use_deterministic_algorithms(name == "kernels on", warn_only=True)
-                times[name].append(timed(trainer.run_epoch)[0])
-        torch.use_deterministic_algorithms(False)
+                times[name].append(timed(trainer.run_epoch, deterministic=name == "kernels on")[0])
         print(json.dumps({"model": model, "mkl_cbwr": numerics.mkl_cbwr(), "threads": args.threads,
                           **{name: median(t[1:]) for name, t in times.items()}}), flush=True)
 

@@ -32,6 +32,7 @@ from common import machine  # noqa: E402
 from robustrec.data.mmrec import load_dataset  # noqa: E402
 from robustrec.data.sampling import BPRSampler  # noqa: E402
 from robustrec.models import build_model  # noqa: E402
+from robustrec.numerics import reproducible  # noqa: E402
 from robustrec.optim import build_optimizer  # noqa: E402
 from robustrec.strategies import build_strategy  # noqa: E402
 
@@ -63,8 +64,9 @@ class Run:
         self.model.pre_epoch(self.model_gen)
         self.strategy.on_epoch_start(self.epoch, self.max_epochs)
         steps = time.perf_counter()
-        for batch in self.sampler.epoch(self.gen, self.model_gen):
-            self.strategy.step(batch)
+        with reproducible():  # as ``robustrec train`` runs it
+            for batch in self.sampler.epoch(self.gen, self.model_gen):
+                self.strategy.step(batch)
         return time.perf_counter() - steps, steps - start
 
 

@@ -26,6 +26,7 @@ synthetic`` uses the embedded default dataset.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import subprocess
@@ -42,6 +43,7 @@ from robustrec.data import open_dataset  # noqa: E402
 from robustrec.data.sampling import BPRSampler  # noqa: E402
 from robustrec.evaluate import Evaluator  # noqa: E402
 from robustrec.models import build_model  # noqa: E402
+from robustrec.numerics import reproducible  # noqa: E402
 from robustrec.optim import build_optimizer  # noqa: E402
 from robustrec.runs import RunSpec, TrainConfig  # noqa: E402
 from robustrec.strategies import build_strategy  # noqa: E402
@@ -68,12 +70,15 @@ class Trainer:
         self.gen, self.model_gen = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
         self.epoch = 0
 
-    def run_epoch(self) -> None:
+    def run_epoch(self, deterministic: bool = True) -> None:
+        """One epoch as ``robustrec train`` runs it: torch's deterministic kernels on (unless not
+        ``deterministic``, to measure what they cost)."""
         self.epoch += 1
         self.model.train()
-        self.model.pre_epoch(self.model_gen)
-        for batch in self.sampler.epoch(self.gen, self.model_gen):
-            self.strategy.step(batch)
+        with reproducible() if deterministic else contextlib.nullcontext():
+            self.model.pre_epoch(self.model_gen)
+            for batch in self.sampler.epoch(self.gen, self.model_gen):
+                self.strategy.step(batch)
 
 
 def peak_memory_mb(data: str | None, model: str, strategy: str, epochs: int) -> float:

@@ -203,7 +203,7 @@ def test_audit_caption_with_a_captions_file(tmp_path, capsys):
                             "--data", str(tmp_path)], "no .inter file")
 
 
-# -- every bad input a clear error (issue 10) ---------------------------------------------------------
+# -- every bad input a clear error ---------------------------------------------------------
 def parse_error(capsys, argv, match):
     """argparse refuses ``argv``: exit status 2 and ``match`` in its message (usage + one error line)."""
     with pytest.raises(SystemExit) as exc:

@@ -15,8 +15,8 @@ Variants:
   g(theta'), with each parameter's lr read from its own parameter group; the optimizer state is
   untouched. It needs plain SGD (no momentum, weight decay, nesterov, dampening or maximize), and
   setup() refuses any other optimizer: beside Adam's steps, whose size is about lr whatever the
-  gradient's, its lr * g half-steps are tiny (about 1/2000 of a normal step, as issue 10 reports),
-  and with momentum or weight decay the normal steps follow another rule than the mirror steps.
+  gradient's, its lr * g half-steps are tiny (measured on VBPR: about 1/2000 of a normal step), and
+  with momentum or weight decay the normal steps follow another rule than the mirror steps.
   Theorem 4.2 covers plain SGD only.
 """
 
