@@ -28,7 +28,7 @@ from robustrec.errors import ConfigError
 from robustrec.registry import Registry
 
 if TYPE_CHECKING:
-    import torch
+    pass
 
 #: An item to caption: its key (e.g. the item's original id) and its image file, if it has one.
 Item = tuple[str, Path | None]
@@ -140,16 +140,3 @@ def positive_int(option: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{option} must be a positive integer, got {value!r}")
     return value
-
-
-def torch_device(device: str) -> torch.device:
-    """Parse a device name ("cpu", "cuda", "cuda:1", ...) into a torch.device, or raise ConfigError."""
-    import torch
-
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"invalid device {device!r}: {exc}") from None
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available")
-    return parsed

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from captioning.base import Captioner, positive_int, register_captioner, torch_device
+from captioning.base import Captioner, positive_int, register_captioner
+from robustrec.devices import resolve_device
 from robustrec.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ class Blip2Captioner(Captioner):
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         self.prompt = prompt
         self.max_new_tokens = positive_int("max_new_tokens", max_new_tokens)
-        self.device = torch_device(device)
+        self.device = resolve_device(device)
         self.dtype = dtype
         self.allow_download = allow_download
         self.source, self.revision, self.fingerprint = locate_weights(str(model), revision, allow_download)

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from captioning.base import Captioner, register_captioner, torch_device
+from captioning.base import Captioner, register_captioner
+from robustrec.devices import resolve_device
 from robustrec.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class ImageNetCaptioner(Captioner):
         if "{label}" not in template:
             raise ConfigError(f"template must contain '{{label}}', got {template!r}")
         self.template = template
-        self.device = torch_device(device)
+        self.device = resolve_device(device)
         self.weights_path = _weights_path()
         self.labels = imagenet_labels()
         self._model: torch.nn.Module | None = None

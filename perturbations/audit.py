@@ -30,13 +30,13 @@ from tqdm.auto import tqdm
 from perturbations.base import PERTURBATIONS, Perturbation
 from perturbations.caption import CaptionSource
 from robustrec.data.dataset import Dataset
+from robustrec.devices import resolve_device
 from robustrec.errors import ConfigError
 from robustrec.evaluate import Evaluator
 from robustrec.io import check_output_folder
 from robustrec.models.base import Recommender
 from robustrec.records import CLEAN_REPEAT, Record, write_records
 from robustrec.runs import METRICS_FILE, Run, open_run, provenance
-from robustrec.train import resolve_device
 
 SUITES = ("noise", "caption", "image-noise", "text-noise")
 #: The seeds torch.Generator.manual_seed accepts.

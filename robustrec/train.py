@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from robustrec.data.dataset import Dataset
 from robustrec.data.sampling import BPRSampler
+from robustrec.devices import resolve_device
 from robustrec.errors import ConfigError, DataError, RobustRecError
 from robustrec.evaluate import Evaluator
 from robustrec.io import atomic_path, check_output_folder, write_json, write_jsonl
@@ -55,24 +56,6 @@ class TrainResult:
     epochs_run: int
     stopped_early: bool
     train_seconds_per_epoch: float
-
-
-def resolve_device(device: str) -> torch.device:
-    """``device`` as a torch device; a ConfigError for a name torch does not know or an absent GPU."""
-    if not isinstance(device, str):
-        raise ConfigError(f"device must be a name such as cpu or cuda, got {device!r}")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device {device!r} is not supported; use cpu, cuda or cuda:N")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {device} was requested but CUDA is not available on this machine")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s)")
-    return dev
 
 
 #: Everything a run folder may hold; ``--overwrite`` removes these (and nothing else).

@@ -15,10 +15,11 @@ from safetensors.torch import load_file, save_file
 
 from robustrec import numerics
 from robustrec.cli import main
+from robustrec.devices import resolve_device
 from robustrec.errors import ConfigError, DataError
 from robustrec.evaluate import Evaluator
 from robustrec.runs import RunSpec, TrainConfig, open_run
-from robustrec.train import resolve_device, train
+from robustrec.train import train
 from tests.conftest import make_tiny_dataset
 
 TOPK = (5, 10, 20)

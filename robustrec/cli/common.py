@@ -7,9 +7,8 @@ import json
 import math
 from pathlib import Path
 
-import torch
-
 from robustrec.data.dataset import Dataset
+from robustrec.devices import parse_device
 from robustrec.errors import ConfigError
 
 
@@ -26,11 +25,11 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def device_name(text: str) -> str:
-    """A device string torch can parse (whether the device exists is checked when it is used)."""
+    """A device name robustrec can use (whether the device exists is checked when it is used)."""
     try:
-        torch.device(text)
-    except (RuntimeError, ValueError):
-        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use cpu, cuda or cuda:N") from None
+        parse_device(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 
 

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 from robustrec.cli.common import add_device_argument, open_data, print_metrics
+from robustrec.devices import resolve_device
 from robustrec.evaluate import Evaluator
 from robustrec.io import check_output_file, write_json
 from robustrec.runs import EVALUATION_FILE, METRICS_FILE, open_run
-from robustrec.train import resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -86,7 +86,8 @@ def strategy_params(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from robustrec.train import check_run_folder, resolve_device, train
+    from robustrec.devices import resolve_device
+    from robustrec.train import check_run_folder, train
 
     model_params = parse_params(MODELS.get(args.model), args.param, f"model {args.model!r}")
     spec = RunSpec(

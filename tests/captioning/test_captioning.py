@@ -320,7 +320,7 @@ def test_blip2_folder_without_weights_fails_on_load_with_the_how_to(
     [
         ({"dtype": "float64"}, "dtype must be one of"),
         ({"max_new_tokens": 0}, "max_new_tokens must be"),
-        ({"device": "gpu"}, "invalid device 'gpu'"),
+        ({"device": "gpu"}, "unknown device 'gpu'"),
         ({"prompt": None}, "prompt must be a string"),
     ],
 )
