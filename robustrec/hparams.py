@@ -34,6 +34,17 @@ def _annotation(factory: Callable[..., Any], name: str) -> Any:
         return str
 
 
+def numeric_params(factory: Callable[..., Any]) -> list[tuple[str, type]]:
+    """``(name, int or float)`` for each numeric keyword hyper-parameter (``int | None`` included)."""
+    out = []
+    for name in accepted(factory):
+        hint = _annotation(factory, name)
+        kinds = [a for a in typing.get_args(hint) or (hint,) if a in (int, float)]
+        if kinds:
+            out.append((name, kinds[0]))
+    return out
+
+
 def convert(value: str, annotation: Any, name: str) -> Any:
     origin = typing.get_origin(annotation)
     args = [a for a in typing.get_args(annotation) if a is not type(None)]

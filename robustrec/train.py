@@ -65,12 +65,9 @@ RUN_FILES = (RUN_FILE, WEIGHTS_FILE, STATE_FILE, LOG_FILE, METRICS_FILE, EVALUAT
 def check_run_folder(out: Path, spec: RunSpec, dataset: Dataset, overwrite: bool = False, resume: bool = True) -> bool:
     """Validate the run folder for ``spec`` without changing it (ConfigError); return True when a
     resume state will be loaded."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is not a folder")
+    check_output_folder(out)  # an existing file, or a folder that cannot be written, is refused
     if not out.is_dir():
-        check_output_folder(out)
         return False
-    check_output_folder(out)
     if not (out / RUN_FILE).is_file():
         leftovers = [p for p in out.iterdir() if p.name not in RUN_FILES and not _is_temporary(p)]
         if leftovers:

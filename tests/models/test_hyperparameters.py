@@ -7,7 +7,6 @@ hyper-parameter added later is checked without editing this file.
 from __future__ import annotations
 
 import math
-import typing
 
 import numpy as np
 import pytest
@@ -16,21 +15,9 @@ import torch
 from robustrec.cli import main
 from robustrec.data.mmrec import write_dataset
 from robustrec.errors import ConfigError
-from robustrec.hparams import accepted
+from robustrec.hparams import accepted, numeric_params
 from robustrec.models import MODELS, build_model
 from tests.conftest import make_tiny_dataset
-
-
-def numeric_params(factory) -> list[tuple[str, type]]:
-    """``(name, int or float)`` for each numeric keyword hyper-parameter (``int | None`` included)."""
-    hints = typing.get_type_hints(factory.__init__)
-    out = []
-    for name in accepted(factory):
-        kinds = [a for a in typing.get_args(hints[name]) or (hints[name],) if a in (int, float)]
-        if kinds:
-            out.append((name, kinds[0]))
-    return out
-
 
 #: Wrong for every numeric hyper-parameter of every model (all are sizes, counts, weights or rates).
 ALWAYS_BAD = {

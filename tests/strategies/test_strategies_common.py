@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import io
 import math
-import typing
 
 import pytest
 import torch
 
 from robustrec.errors import ConfigError
-from robustrec.hparams import accepted
+from robustrec.hparams import numeric_params
 from robustrec.models import MODELS, build_model
 from robustrec.optim import OPTIMIZERS
 from robustrec.runs import RunSpec, TrainConfig
@@ -148,22 +147,11 @@ def test_bad_options_are_config_errors(name, params):
         build_strategy(name, **params)
 
 
-def _numeric_params(factory) -> list[tuple[str, type]]:
-    """The int and float keyword hyper-parameters of ``factory`` (optional ones included)."""
-    hints = typing.get_type_hints(factory.__init__)
-    out = []
-    for pname in accepted(factory):
-        kinds = [a for a in typing.get_args(hints[pname]) or (hints[pname],) if a in (int, float)]
-        if kinds:
-            out.append((pname, kinds[0]))
-    return out
-
-
 NOT_A_NUMBER = [math.nan, math.inf, -math.inf, "0.1"]
 NUMERIC_STRATEGY_PARAMS = [
     (name, pname, bad)
     for name in STRATEGIES.names()
-    for pname, _ in _numeric_params(STRATEGIES.get(name))
+    for pname, _ in numeric_params(STRATEGIES.get(name))
     for bad in NOT_A_NUMBER
 ]
 
