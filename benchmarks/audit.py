@@ -26,7 +26,7 @@ from robustrec.data import open_dataset  # noqa: E402
 from robustrec.data.mmrec import load_dataset  # noqa: E402
 from robustrec.evaluate import Evaluator  # noqa: E402
 from robustrec.runs import RunSpec, TrainConfig, open_run  # noqa: E402
-from robustrec.train import train  # noqa: E402
+from robustrec.training import train  # noqa: E402
 
 
 def dataset_and_run(args, tmp: Path):

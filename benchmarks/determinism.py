@@ -48,7 +48,7 @@ def child_identity(args) -> None:
 
     from robustrec import numerics
     from robustrec.runs import RunSpec, TrainConfig
-    from robustrec.train import train
+    from robustrec.training import train
 
     sys.path.insert(0, str(HERE))
     from training import load

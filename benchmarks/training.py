@@ -47,7 +47,7 @@ from robustrec.numerics import reproducible  # noqa: E402
 from robustrec.optim import build_optimizer  # noqa: E402
 from robustrec.runs import RunSpec, TrainConfig  # noqa: E402
 from robustrec.strategies import build_strategy  # noqa: E402
-from robustrec.train import train  # noqa: E402
+from robustrec.training import train  # noqa: E402
 
 
 def load(data: str | None):

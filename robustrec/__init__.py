@@ -24,7 +24,7 @@ _EXPORTS = {
     "robustrec.records": ("Record", "load_records", "read_records", "write_records"),
     "robustrec.runs": ("Run", "RunSpec", "TrainConfig", "open_run"),
     "robustrec.strategies": ("STRATEGIES", "Strategy", "build_strategy"),
-    "robustrec.train": ("TrainResult", "train"),
+    "robustrec.training": ("TrainResult", "train"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -50,7 +50,7 @@ class TrainConfig:
 
     ``threads`` is the number of torch CPU threads. It is part of the run's identity because it can
     change the last bits of the numbers (robustrec/numerics.py); ``None`` means "the current number",
-    which :func:`robustrec.train.train` resolves and records.
+    which :func:`robustrec.training.train` resolves and records.
     """
 
     epochs: int = 1000

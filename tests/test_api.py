@@ -23,3 +23,13 @@ def test_reports_do_not_import_torch():
     code = "import sys, reports, robustrec; reports.load_results; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_from_robustrec_import_train_is_the_function_even_after_its_module_is_imported():
+    import importlib
+    import inspect
+
+    importlib.import_module("robustrec.training")  # the module no longer shadows the function
+    from robustrec import train
+
+    assert inspect.isfunction(train) and train.__module__ == "robustrec.training"

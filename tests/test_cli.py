@@ -271,12 +271,12 @@ def test_audit_out_is_checked_before_any_work(run_dir, tmp_path, capsys, monkeyp
 
 
 def test_demo_checks_everything_before_training(tmp_path, capsys, monkeypatch):
-    import robustrec.train
+    import robustrec.training
 
     def no_training(*args, **kwargs):
         raise AssertionError("the demo trained before checking its options")
 
-    monkeypatch.setattr(robustrec.train, "train", no_training)
+    monkeypatch.setattr(robustrec.training, "train", no_training)
     (tmp_path / "file").write_text("x")
     out = str(tmp_path / "demo")
     for argv, match in [

@@ -9,7 +9,7 @@ import torch
 
 from robustrec.errors import ConfigError, DataError
 from robustrec.runs import RunSpec, TrainConfig, open_run
-from robustrec.train import train
+from robustrec.training import train
 from tests.conftest import make_tiny_dataset
 
 

@@ -19,7 +19,7 @@ from robustrec.devices import resolve_device
 from robustrec.errors import ConfigError, DataError
 from robustrec.evaluate import Evaluator
 from robustrec.runs import RunSpec, TrainConfig, open_run
-from robustrec.train import train
+from robustrec.training import train
 from tests.conftest import make_tiny_dataset
 
 TOPK = (5, 10, 20)

@@ -70,7 +70,7 @@ def run_demo(data: str | None, out: str | Path, config: DemoConfig = DemoConfig(
     from perturbations import AuditConfig, audit
     from perturbations.caption import caption_source
     from reports import load_results, plot_drops, render
-    from robustrec.train import train
+    from robustrec.training import train
 
     out = check_output_folder(out)
     _check_config(config)

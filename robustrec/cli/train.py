@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from robustrec.devices import resolve_device
-    from robustrec.train import check_run_folder, train
+    from robustrec.training import check_run_folder, train
 
     model_params = parse_params(MODELS.get(args.model), args.param, f"model {args.model!r}")
     spec = RunSpec(

@@ -220,7 +220,7 @@ def test_trains_on_ml100k_mmrec(tmp_path):
         pytest.skip(f"no MMRec-format ml100k at {ML100K_MMREC} (set ROBUSTREC_ML100K_MMREC)")
     from robustrec.data.mmrec import load_dataset
     from robustrec.runs import RunSpec, TrainConfig
-    from robustrec.train import train
+    from robustrec.training import train
 
     dataset = load_dataset(ML100K_MMREC)
     result = train(

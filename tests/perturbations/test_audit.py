@@ -11,7 +11,7 @@ from perturbations import AuditConfig, EmbeddingNoise, audit, audit_run
 from robustrec.errors import ConfigError
 from robustrec.records import read_records
 from robustrec.runs import RunSpec, TrainConfig, open_run
-from robustrec.train import train
+from robustrec.training import train
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from robustrec.data.mmrec import write_dataset
 from robustrec.errors import DataError
 from robustrec.models import build_model
 from robustrec.runs import RunSpec, TrainConfig
-from robustrec.train import train
+from robustrec.training import train
 from tests.conftest import make_tiny_dataset
 from tests.data.image_helpers import png_declaring
 

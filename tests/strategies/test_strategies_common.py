@@ -15,7 +15,7 @@ from robustrec.models import MODELS, build_model
 from robustrec.optim import OPTIMIZERS
 from robustrec.runs import RunSpec, TrainConfig
 from robustrec.strategies import STRATEGIES, build_strategy
-from robustrec.train import train
+from robustrec.training import train
 
 from .strategy_helpers import close_weights, fast_params, make, run_epochs, same_weights, strategy_names
 
