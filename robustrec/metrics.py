@@ -9,6 +9,9 @@ from robustrec.errors import ConfigError
 #: Every metric here is a mean over users of a per-user value in [0, 1].
 METRICS = ("recall", "precision", "map", "ndcg", "hit")
 DEFAULT_TOPK = (5, 10, 20)
+#: The one default metric of every command (model selection, reports, plots, the CI gate): MMRec's
+#: validation metric. The paper's tables report recall@5 as well; it is one ``--metric`` away.
+DEFAULT_METRIC = "recall@20"
 
 
 def metric_key(name: str, k: int) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 from robustrec.data.dataset import Dataset
@@ -31,6 +32,29 @@ def device_name(text: str) -> str:
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
+
+
+def add_runs_argument(parser: argparse.ArgumentParser, help: str, many: bool = True) -> None:
+    """Run folders, given the same way in every command: as positional arguments.
+
+    ``--run RUN`` (how evaluate and audit took them before) is still accepted, with a note; see
+    :func:`runs_given`.
+    """
+    parser.add_argument("runs", nargs="*", metavar="RUN", help=help)
+    parser.add_argument("--run", dest="run_option", action="extend", nargs="+", default=[], help=argparse.SUPPRESS)
+
+
+def runs_given(args: argparse.Namespace, command: str, many: bool = True) -> list[str]:
+    """The run folders of :func:`add_runs_argument`: positional ones, then any given with --run."""
+    if args.run_option:
+        print(f"robustrec {command}: note: --run is no longer needed; give run folders as arguments "
+              f"(robustrec {command} RUN{' ...' if many else ''})", file=sys.stderr)
+    runs = [*args.runs, *args.run_option]
+    if not runs:
+        raise ConfigError(f"give {'at least one run folder' if many else 'a run folder'} (robustrec {command} RUN)")
+    if not many and len(runs) > 1:
+        raise ConfigError(f"give one run folder, got {len(runs)}")
+    return runs
 
 
 def open_data(path: str | Path | None) -> Dataset:
