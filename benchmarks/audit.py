@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHARED, machine, median, mmrec_split, timed  # noqa: E402
 
-from perturbations import AuditConfig, audit_run  # noqa: E402
+from perturbations import AuditConfig, SuiteContext, audit_run  # noqa: E402
 from robustrec.data import open_dataset  # noqa: E402
 from robustrec.data.mmrec import load_dataset  # noqa: E402
 from robustrec.evaluate import Evaluator  # noqa: E402
@@ -120,7 +120,8 @@ def caption(args) -> None:
             encoder = CountingEncoder(text_encoder_for(dataset))  # a fresh in-memory encoding memo each time
             captioner.images = 0
             config = AuditConfig("caption", severities=(args.prob,), repeats=args.repeats)
-            seconds, path = timed(audit_run, run, dataset, config, Path(tmp) / "out", source, encoder, False)
+            context = SuiteContext(dataset, captions_factory=lambda _: source, text_encoder=encoder)
+            seconds, path = timed(audit_run, run, dataset, config, Path(tmp) / "out", context, False)
             changed = sum(r.details.get("changed_items", 0) for r in read_records(path) if not r.is_clean)
             print(f"| {label}, p={args.prob}, R={args.repeats} | {changed} | {encoder.texts} | {captioner.images} | "
                   f"{seconds:.2f} | {encoder.seconds:.2f} | {seconds / evaluation:.0f} |", flush=True)

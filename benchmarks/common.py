@@ -12,9 +12,11 @@ from pathlib import Path
 
 import torch
 
+from robustrec.media.cache import cache_root
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ROBUSTREC_SHARED", REPO.parent / "shared"))
-CACHE = Path(os.environ.get("ROBUSTREC_CACHE", Path.home() / ".cache" / "robustrec"))
+CACHE = cache_root()
 
 #: MMRec (the authors' fork) on the same split and machine kind, from REFERENCES.md.
 MMREC = {

@@ -30,17 +30,17 @@ for model in freedom bm3; do
 done
 
 RUNS=("$OUT"/runs/freedom-*/seed-* "$OUT"/runs/bm3-*/seed-*)
-robustrec audit --run "${RUNS[@]}" --suite noise --sigma2 1e-6,1e-4,1e-2 --repeats 10 \
+robustrec audit "${RUNS[@]}" --suite noise --severity 1e-6,1e-4,1e-2 --repeats 10 \
   --out "$OUT/results/noise-absolute" --no-progress
-robustrec audit --run "${RUNS[@]}" --suite noise --noise-scale relative --scale 0.1,0.5,1 --repeats 10 \
+robustrec audit "${RUNS[@]}" --suite noise --suite-param noise_scale=relative --severity 0.1,0.5,1 --repeats 10 \
   --out "$OUT/results/noise-relative" --no-progress
 
 for strategy in plain mirror; do
   robustrec train --data "$DATA" --model mmgcn --strategy $strategy --seeds 1,2,3 --epochs 80 \
     --out "$OUT/runs/mmgcn-$strategy" --no-progress
 done
-robustrec audit --run "$OUT"/runs/mmgcn-*/seed-* --suite caption --captioner imagenet \
-  --prob 0.01,0.1,0.5,1 --repeats 5 --caption-cache "$OUT/caption-cache" \
+robustrec audit "$OUT"/runs/mmgcn-*/seed-* --suite caption --captioner imagenet \
+  --severity 0.01,0.1,0.5,1 --repeats 5 --caption-cache "$OUT/caption-cache" \
   --out "$OUT/results/caption" --no-progress
 
 for part in noise-absolute noise-relative caption; do

@@ -32,7 +32,7 @@ from common import machine  # noqa: E402
 from robustrec.data.mmrec import load_dataset  # noqa: E402
 from robustrec.data.sampling import BPRSampler  # noqa: E402
 from robustrec.models import build_model  # noqa: E402
-from robustrec.numerics import reproducible  # noqa: E402
+from robustrec.numerics import default_threads, reproducible, threads_default  # noqa: E402
 from robustrec.optim import build_optimizer  # noqa: E402
 from robustrec.strategies import build_strategy  # noqa: E402
 
@@ -76,14 +76,17 @@ def main() -> None:
     parser.add_argument("--model", default="vbpr")
     parser.add_argument("--strategies", default=DEFAULT_STRATEGIES)
     parser.add_argument("--rounds", type=int, default=10, help="timed rounds after one warm-up round")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: robustrec's, 1 or $ROBUSTREC_THREADS)")
     parser.add_argument("--raw", action="store_true", help="also print every epoch time")
     args = parser.parse_args()
     if not (args.data / "image_feat.npy").is_file() and not (args.data / "text_feat.npy").is_file():
         print(f"skipped: no MMRec dataset folder at {args.data} (pass --data DIR)")
         return
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    with threads_default(args.threads or default_threads()):  # what reproducible() and the evaluator use
+        measure(args)
+
+
+def measure(args: argparse.Namespace) -> None:
     names = args.strategies.split(",")
     if names[0] != "plain":
         names = ["plain"] + [n for n in names if n != "plain"]

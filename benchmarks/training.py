@@ -43,7 +43,7 @@ from robustrec.data import open_dataset  # noqa: E402
 from robustrec.data.sampling import BPRSampler  # noqa: E402
 from robustrec.evaluate import Evaluator  # noqa: E402
 from robustrec.models import build_model  # noqa: E402
-from robustrec.numerics import reproducible  # noqa: E402
+from robustrec.numerics import default_threads, reproducible, threads_default  # noqa: E402
 from robustrec.optim import build_optimizer  # noqa: E402
 from robustrec.runs import RunSpec, TrainConfig  # noqa: E402
 from robustrec.strategies import build_strategy  # noqa: E402
@@ -213,11 +213,10 @@ def main() -> None:
     c.add_argument("--epochs", type=int, default=10)
     c.set_defaults(func=vbpr_floor)
     for p in (a, b, c):
-        p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's default)")
+        p.add_argument("--threads", type=int, help="torch intra-op threads (default: robustrec's, 1 or $ROBUSTREC_THREADS)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    args.func(args)
+    with threads_default(args.threads or default_threads()):  # what train() and the evaluator use
+        args.func(args)
 
 
 if __name__ == "__main__":

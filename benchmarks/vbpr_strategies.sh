@@ -33,9 +33,9 @@ for strategy in "${STRATEGIES[@]}"; do
   robustrec train --data "$DATA" --model vbpr --strategy "$strategy" --seed 999 \
     --out "$OUT/study/vbpr-$strategy" --no-progress > /dev/null
 done
-robustrec audit --run "$OUT"/study/vbpr-* --suite noise --sigma2 1e-6,1e-4,1e-2 --repeats 10 \
+robustrec audit "$OUT"/study/vbpr-* --suite noise --severity 1e-6,1e-4,1e-2 --repeats 10 \
   --out "$OUT/results/noise-absolute" --no-progress > /dev/null
-robustrec audit --run "$OUT"/study/vbpr-* --suite noise --noise-scale relative --scale 1 --repeats 10 \
+robustrec audit "$OUT"/study/vbpr-* --suite noise --suite-param noise_scale=relative --severity 1 --repeats 10 \
   --out "$OUT/results/noise-relative" --no-progress > /dev/null
 for part in noise-absolute noise-relative; do
   robustrec report "$OUT/results/$part" --metric recall@20 --out "$OUT/$part-recall@20.md" \

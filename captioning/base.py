@@ -8,8 +8,9 @@ and item bookkeeping live here once.
 The caption audit asks for captions of items, ``(key, image_path)`` pairs, through
 :meth:`Captioner.caption_items`; a backend that looks captions up by key instead of reading images
 (:class:`captioning.file.FileCaptioner`) overrides that one method. Images are opened with
-:func:`robustrec.data.images.open_image`, as in ingest and the image encoders, and an image that
+:func:`robustrec.media.images.open_image`, as in ingest and the image encoders, and an image that
 cannot be read (not an image, truncated, over the pixel limit) is a missing one: no caption.
+Batches are cut by :func:`robustrec.media.batching.batched`, which the encoders use too.
 """
 
 from __future__ import annotations
@@ -17,25 +18,22 @@ from __future__ import annotations
 import inspect
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from PIL import Image
 
-from robustrec.data.images import UnreadableImage, open_image
 from robustrec.errors import ConfigError
+from robustrec.media.batching import batched
+from robustrec.media.images import UnreadableImage, open_image
 from robustrec.registry import Registry
-
-if TYPE_CHECKING:
-    pass
 
 #: An item to caption: its key (e.g. the item's original id) and its image file, if it has one.
 Item = tuple[str, Path | None]
 
 logger = logging.getLogger("robustrec")
 
-_T = TypeVar("_T")
 _C = TypeVar("_C", bound="type[Captioner]")
 
 
@@ -127,12 +125,6 @@ def build_captioner(name: str, **options: Any) -> Captioner:
             f"captioner {name!r} has no option {', '.join(map(repr, unknown))}; accepted: {', '.join(accepted)}"
         )
     return factory(**options)
-
-
-def batched(seq: Sequence[_T], size: int) -> Iterator[list[_T]]:
-    """Consecutive slices of ``seq`` of length ``size`` (the last may be shorter)."""
-    for start in range(0, len(seq), size):
-        yield list(seq[start : start + size])
 
 
 def positive_int(option: str, value: int) -> int:

@@ -12,37 +12,32 @@ is skipped on reading (its images are captioned again).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from captioning.base import Captioner, Item, batched
-from robustrec.data.images import UnreadableImage, file_sha256
+from captioning.base import Captioner, Item
 from robustrec.io import write_json
+from robustrec.media.batching import batch_ranges
+from robustrec.media.cache import content_sha256, spec_json, spec_sha256
+from robustrec.media.images import UnreadableImage, file_sha256
 
-
-def spec_json(spec: Mapping[str, Any]) -> str:
-    """Canonical JSON of a captioner spec (sorted keys, no spaces)."""
-    return json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+#: The sha256 hex digest of an image file's bytes (read in chunks; a FIFO or folder is refused); a
+#: file that cannot be read raises :class:`~robustrec.media.images.UnreadableImage`.
+image_sha256 = file_sha256
 
 
 def spec_hash(spec: Mapping[str, Any]) -> str:
-    """sha256 hex digest of the canonical spec JSON: names the spec's files in the cache folder."""
-    return hashlib.sha256(spec_json(spec).encode()).hexdigest()
+    """sha256 of the spec's compact canonical JSON (:func:`robustrec.media.cache.spec_json`): names
+    the spec's files in the cache folder."""
+    return spec_sha256(spec)
 
 
 def cache_key(spec: Mapping[str, Any], image_sha256: str) -> str:
     """``sha256(json(spec, sort_keys) + sha256 of the image bytes)`` as hex."""
-    return hashlib.sha256((spec_json(spec) + image_sha256).encode()).hexdigest()
-
-
-def image_sha256(path: str | Path) -> str:
-    """sha256 hex digest of an image file's bytes (read in chunks; a FIFO or folder is refused);
-    a file that cannot be read raises :class:`~robustrec.data.images.UnreadableImage`."""
-    return file_sha256(path)
+    return content_sha256(spec_json(spec) + image_sha256)
 
 
 class CaptionCache:
@@ -89,14 +84,17 @@ class CaptionCache:
         return self._loaded[digest]
 
 
-def cached_caption_items(captioner: Captioner, items: Sequence[Item], cache: CaptionCache) -> dict[str, str]:
+def cached_caption_items(
+    captioner: Captioner, items: Sequence[Item], cache: CaptionCache, progress: bool = False
+) -> dict[str, str]:
     """Like ``captioner.caption_items(items)``, calling the captioner only for images not in ``cache``.
 
     Images are identified by content, so identical images are captioned once. Misses are captioned
-    in batches of ``captioner.batch_size`` and stored after each batch. Items without an image, or
-    whose image cannot be read, are skipped, as by :meth:`Captioner.caption_items` (and nothing is
-    cached for them). Captioners whose captions do not depend on image content (``uses_images``
-    False, e.g. the file captioner) are not cached.
+    in batches of ``captioner.batch_size`` and stored after each batch; ``progress`` counts them on
+    stderr (:mod:`robustrec.progress`: BLIP-2 on a CPU takes seconds per image). Items without an
+    image, or whose image cannot be read, are skipped, as by :meth:`Captioner.caption_items` (and
+    nothing is cached for them). Captioners whose captions do not depend on image content
+    (``uses_images`` False, e.g. the file captioner) are not cached.
     """
     if not captioner.uses_images:
         return captioner.caption_items(items)
@@ -117,8 +115,10 @@ def cached_caption_items(captioner: Captioner, items: Sequence[Item], cache: Cap
         if cached is not None:
             captions[digest] = cached
     misses = [(digest, path) for digest, path in paths.items() if digest not in captions]
-    for batch in batched(misses, captioner.batch_size):
-        new = captioner.caption_items(batch)
+    batches = batch_ranges(len(misses), captioner.batch_size, progress=progress,
+                           desc=f"captioning ({captioner.name})", unit="images")
+    for chunk in batches:
+        new = captioner.caption_items(misses[chunk.start : chunk.stop])
         cache.put_many(spec, new)
         captions.update(new)
     return {key: captions[digest] for key, digest in hashes.items() if digest in captions}

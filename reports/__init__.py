@@ -4,9 +4,10 @@ Reports read result records only (:mod:`robustrec.records`), never models or per
 
     from reports import load_results, render, check
 
-    results = load_results("runs/audit")
-    print(render(results, "markdown", ["recall@5"]))
-    outcome = check("runs/audit", max_drop=0.05, metric="recall@20")
+    results = load_results("results/noise")
+    print(render(results, "markdown"))                 # recall@20, the default metric
+    print(render(results, "latex", ["recall@5"]))      # the paper's metric, as LaTeX table floats
+    outcome = check("results/noise", max_drop=0.05, junit="robustness.xml")
 """
 
 from .check import CheckItem, CheckResult, Violation, check, junit_xml, parse_max_drop, parse_min_clean
@@ -22,8 +23,18 @@ from .drops import (
     row_label,
 )
 from .plots import plot_drops
-from .stats import Comparison, PairedTest, compare, compare_seeds, compare_users, paired_test, verdict
-from .tables import FORMATS, render, to_dict
+from .stats import (
+    Comparison,
+    PairedTest,
+    compare,
+    compare_seeds,
+    compare_users,
+    holm,
+    holm_correct,
+    paired_test,
+    verdict,
+)
+from .tables import FORMATS, Report, Table, build_report, render, to_dict
 
 __all__ = [
     "FORMATS",
@@ -34,14 +45,19 @@ __all__ = [
     "Comparison",
     "GroupKey",
     "PairedTest",
+    "Report",
     "RunAudit",
     "SeedDrop",
     "SuiteKey",
+    "Table",
     "Violation",
+    "build_report",
     "check",
     "compare",
     "compare_seeds",
     "compare_users",
+    "holm",
+    "holm_correct",
     "junit_xml",
     "load_results",
     "paired_test",

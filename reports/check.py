@@ -15,19 +15,30 @@ Rules (each checked item is one JUnit test case):
   drop is at most the other's drop + ``tolerance`` at every suite and severity.
 
 An undefined drop (clean value 0) fails the drop rules: the budget cannot be verified.
+
+The metric is :data:`robustrec.metrics.DEFAULT_METRIC` (recall@20) unless chosen.
+
+JUnit (``--junit``): one test case per checked item, with its measured value, budget and (for the
+baseline and mirror rules) the baseline value it came from, in ``<system-out>`` and as properties;
+``time`` on every case and on the suite. A quantity in the results that a rule could not check (a
+severity without a ``--max-drop`` budget, a group or severity absent from the baseline report) is a
+``skipped`` case with the reason, never silently left out.
 """
 
 from __future__ import annotations
 
 import math
+import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from robustrec.errors import ConfigError, DataError
 from robustrec.io import read_json, write_text
+from robustrec.metrics import DEFAULT_METRIC
 
 from .drops import (
     BASELINE_STRATEGY,
@@ -42,7 +53,6 @@ from .drops import (
 )
 from .tables import REPORT_SCHEMA
 
-DEFAULT_METRIC = "recall@20"
 MIRROR_NOT_WORSE = "mirror-not-worse"
 REQUIREMENTS = (MIRROR_NOT_WORSE,)
 
@@ -63,33 +73,73 @@ class Violation:
     message: str
 
 
+DROP, CLEAN = "drop", "clean"
+
+
 @dataclass(frozen=True)
 class CheckItem:
-    """One checked quantity: passed when ``violation`` is None."""
+    """One checked quantity (one JUnit test case): passed unless it has a ``violation``.
+
+    ``value`` is what was measured: a relative drop (``kind`` DROP, a fraction) or a clean metric
+    value (CLEAN). ``budget`` is the bound it was held to: at most, for drops; at least, for clean
+    values. ``baseline`` is the value the budget came from (the saved report's, or the drop of the
+    strategy a mirror strategy is compared with), None for a fixed budget, and ``baseline_text`` says
+    what it is. ``skipped`` is why a quantity present in the results was not checked (then the
+    budget is NaN). ``seconds`` is the time taken to compute and check it.
+    """
 
     rule: str
     name: str
     violation: Violation | None = None
+    metric: str = ""
+    kind: str = DROP
+    value: float = math.nan
+    budget: float = math.nan
+    baseline: float | None = None
+    baseline_text: str = ""
+    skipped: str | None = None
+    seconds: float = 0.0
+
+    def _show(self, x: float) -> str:
+        return f"{100 * x:.2f}%" if self.kind == DROP else f"{x:.4f}"
+
+    def output(self) -> str:
+        """What the JUnit case prints: ``value: drop 2.50%``, ``budget: at most 5.00%``, ``baseline: ...``."""
+        lines = [f"value: {self.kind} {self._show(self.value)}"]
+        if self.skipped is None:
+            lines.append(f"budget: {'at most' if self.kind == DROP else 'at least'} {self._show(self.budget)}")
+        if self.baseline_text:
+            lines.append(f"baseline: {self.baseline_text}")
+        if self.skipped is not None:
+            lines.append(f"skipped: {self.skipped}")
+        return "\n".join(lines) + "\n"
 
 
 @dataclass(frozen=True)
 class CheckResult:
     items: tuple[CheckItem, ...]
     notes: tuple[str, ...] = ()
+    seconds: float = 0.0
+    #: When the check started (ISO 8601, UTC), for JUnit's ``timestamp``.
+    started: str = ""
 
     @property
     def violations(self) -> list[Violation]:
         return [item.violation for item in self.items if item.violation is not None]
 
     @property
+    def skipped(self) -> list[CheckItem]:
+        return [item for item in self.items if item.skipped is not None]
+
+    @property
     def ok(self) -> bool:
         return not self.violations
 
     def summary(self) -> str:
-        failed = len(self.violations)
-        if not failed:
-            return f"all {len(self.items)} checks within budget"
-        return f"{failed} of {len(self.items)} checks failed"
+        failed, skipped = len(self.violations), len(self.skipped)
+        checked = len(self.items) - skipped
+        text = f"all {checked} checks within budget" if not failed else f"{failed} of {checked} checks failed"
+        return text + (f" ({skipped} skipped)" if skipped else "")
 
 
 # -- parsing budgets -----------------------------------------------------------------------------
@@ -166,26 +216,45 @@ def _violation(rule: str, key: GroupKey, metric: str, value: float, budget: floa
                      value, budget, excess, message)
 
 
-def _drop_item(rule: str, results: AuditResults, cell: Cell, budget: float, what: str) -> CheckItem:
+def _drop_item(rule: str, results: AuditResults, cell: Cell, budget: float, what: str,
+               baseline: float | None = None, baseline_text: str = "") -> CheckItem:
     """``drop <= budget`` for one cell; ``what`` describes the budget (e.g. ``"budget 5.00%"``)."""
     where = _where(results, cell.key, cell.metric)
     drop = cell.drop_mean
+    item = CheckItem(rule, where, metric=cell.metric, kind=DROP, value=drop, budget=budget, baseline=baseline,
+                     baseline_text=baseline_text)
     if math.isnan(drop):
         message = f"{where}: drop undefined (clean {cell.metric} is 0), cannot verify {what}"
-        return CheckItem(rule, where, _violation(rule, cell.key, cell.metric, drop, budget, message))
+        return replace(item, violation=_violation(rule, cell.key, cell.metric, drop, budget, message))
     if drop > budget:
         message = f"{where}: drop {100 * drop:.2f}% > {what} (over by {100 * (drop - budget):.2f} pp)"
-        return CheckItem(rule, where, _violation(rule, cell.key, cell.metric, drop, budget, message))
-    return CheckItem(rule, where)
+        return replace(item, violation=_violation(rule, cell.key, cell.metric, drop, budget, message))
+    return item
 
 
-def _clean_item(rule: str, results: AuditResults, cell: Cell, minimum: float, what: str) -> CheckItem:
+def _clean_item(rule: str, results: AuditResults, cell: Cell, minimum: float, what: str,
+                baseline: float | None = None, baseline_text: str = "") -> CheckItem:
     where = _where(results, cell.key, cell.metric, with_severity=False)
     clean = cell.clean_mean
+    item = CheckItem(rule, where, metric=cell.metric, kind=CLEAN, value=clean, budget=minimum, baseline=baseline,
+                     baseline_text=baseline_text)
     if clean < minimum:
         message = f"{where}: clean {clean:.4f} < {what} (under by {minimum - clean:.4f})"
-        return CheckItem(rule, where, _violation(rule, cell.key, cell.metric, clean, minimum, message, False))
-    return CheckItem(rule, where)
+        return replace(item, violation=_violation(rule, cell.key, cell.metric, clean, minimum, message, False))
+    return item
+
+
+def _skipped_item(rule: str, results: AuditResults, cell: Cell, reason: str) -> CheckItem:
+    """A drop in the results that ``rule`` cannot check (JUnit ``skipped``), with the reason."""
+    return CheckItem(rule, _where(results, cell.key, cell.metric), metric=cell.metric, kind=DROP,
+                     value=cell.drop_mean, skipped=reason)
+
+
+def _timed(make: Callable[..., CheckItem], *args: Any) -> CheckItem:
+    """``make(*args)``, with the seconds it took (JUnit's ``time`` of the case)."""
+    start = time.perf_counter()
+    item = make(*args)
+    return replace(item, seconds=time.perf_counter() - start)
 
 
 # -- rules ---------------------------------------------------------------------------------------
@@ -196,6 +265,13 @@ def _budget_for(severity: float, default: float | None, per_severity: dict[float
     return default
 
 
+def _max_drop_item(results: AuditResults, key: GroupKey, metric: str, budget: float | None) -> CheckItem:
+    cell = results.cell(key, metric)
+    if budget is None:
+        return _skipped_item("max-drop", results, cell, f"no --max-drop budget for severity {format_severity(key.severity)}")
+    return _drop_item("max-drop", results, cell, budget, f"budget {100 * budget:.2f}%")
+
+
 def check_max_drop(results: AuditResults, metric: str, default: float | None,
                    per_severity: dict[float, float]) -> tuple[list[CheckItem], list[str]]:
     severities = {k.severity for k in results.audits}
@@ -204,13 +280,12 @@ def check_max_drop(results: AuditResults, metric: str, default: float | None,
             present = ", ".join(format_severity(s) for s in sorted(severities))
             raise ConfigError(f"--max-drop names severity {format_severity(sev)}, which no record has "
                               f"(severities present: {present})")
+    metric = results.require_metric(metric)
     items, unchecked = [], 0
-    for cell in results.cells(metric):
-        budget = _budget_for(cell.key.severity, default, per_severity)
-        if budget is None:
-            unchecked += 1
-            continue
-        items.append(_drop_item("max-drop", results, cell, budget, f"budget {100 * budget:.2f}%"))
+    for key in results.keys:
+        budget = _budget_for(key.severity, default, per_severity)
+        unchecked += budget is None
+        items.append(_timed(_max_drop_item, results, key, metric, budget))
     notes = [f"{unchecked} group(s) at severities without a --max-drop budget were not checked"] if unchecked else []
     return items, notes
 
@@ -224,7 +299,7 @@ def _clean_cells(results: AuditResults, metric: str) -> list[Cell]:
 
 
 def check_min_clean(results: AuditResults, minima: dict[str, float]) -> list[CheckItem]:
-    return [_clean_item("min-clean", results, cell, minimum, f"minimum {minimum:.4f}")
+    return [_timed(_clean_item, "min-clean", results, cell, minimum, f"minimum {minimum:.4f}")
             for metric, minimum in minima.items() for cell in _clean_cells(results, metric)]
 
 
@@ -282,25 +357,55 @@ def check_baseline(results: AuditResults, doc: dict[str, Any], metric: str,
         current.add(key)
         base = saved.get(key)
         if base is None:
+            items.append(_skipped_item("baseline-drop", results, cell, _absent_reason(saved, key)))
             continue
         if base.get("drop_mean") is not None:
-            budget = base["drop_mean"] + tolerance
-            what = f"baseline {100 * base['drop_mean']:.2f}% + tolerance {100 * tolerance:.2f} pp"
-            items.append(_drop_item("baseline-drop", results, cell, budget, what))
+            items.append(_timed(_baseline_drop_item, results, cell, base["drop_mean"], tolerance))
         else:
             undefined += 1
+            items.append(_skipped_item("baseline-drop", results, cell,
+                                       "the saved report's drop is undefined (its clean value was 0)"))
         clean_key = key[:5]
         if base.get("clean") is not None and clean_key not in seen_clean:
             seen_clean.add(clean_key)
-            what = f"baseline {base['clean']:.4f} - tolerance {tolerance:.4f}"
-            items.append(_clean_item("baseline-clean", results, cell, base["clean"] - tolerance, what))
+            items.append(_timed(_baseline_clean_item, results, cell, base["clean"], tolerance))
     missing = len(set(saved) - current)
     notes = [f"{missing} baseline group(s) are not in the results and were not compared"] if missing else []
     if undefined:
         notes.append(f"{undefined} baseline group(s) have no saved drop (undefined there) and were not compared")
-    if not items:
+    absent = sum(item.skipped is not None for item in items) - undefined
+    if absent:
+        notes.append(f"{absent} result group(s) are not in the baseline report and were not compared")
+    if all(item.skipped is not None for item in items):
         raise DataError("no result group matches the baseline report (different models, strategies or severities)")
     return items, notes
+
+
+def _baseline_drop_item(results: AuditResults, cell: Cell, saved: float, tolerance: float) -> CheckItem:
+    what = f"baseline {100 * saved:.2f}% + tolerance {100 * tolerance:.2f} pp"
+    told = f"drop {100 * saved:.2f}% in the saved report (+ tolerance {100 * tolerance:.2f} pp)"
+    return _drop_item("baseline-drop", results, cell, saved + tolerance, what, saved, told)
+
+
+def _baseline_clean_item(results: AuditResults, cell: Cell, saved: float, tolerance: float) -> CheckItem:
+    what = f"baseline {saved:.4f} - tolerance {tolerance:.4f}"
+    told = f"clean {saved:.4f} in the saved report (- tolerance {tolerance:.4f})"
+    return _clean_item("baseline-clean", results, cell, saved - tolerance, what, saved, told)
+
+
+def _absent_reason(saved: dict[tuple, dict[str, Any]], key: tuple) -> str:
+    """Why a result group has no baseline: a new severity, or a group the baseline never had."""
+    if any(other[:5] == key[:5] for other in saved):
+        return "not in the baseline report (no saved drop at this severity)"
+    return "not in the baseline report (no saved results for this model, strategy and suite)"
+
+
+def _mirror_item(results: AuditResults, key: GroupKey, twin: GroupKey, metric: str, tolerance: float) -> CheckItem:
+    base = results.cell(twin, metric).drop_mean
+    other = f"{results.label(twin.model, twin.strategy)}'s drop {100 * base:.2f}%"
+    what = f"{other} + tolerance {100 * tolerance:.2f} pp"
+    return _drop_item(MIRROR_NOT_WORSE, results, results.cell(key, metric), base + tolerance, what, base,
+                      f"{other} (+ tolerance {100 * tolerance:.2f} pp)")
 
 
 def check_mirror_not_worse(results: AuditResults, metric: str, tolerance: float) -> list[CheckItem]:
@@ -315,11 +420,7 @@ def check_mirror_not_worse(results: AuditResults, metric: str, tolerance: float)
         twin = GroupKey(key.model, counterpart, key.suite, key.severity_name, key.noise_scale, key.severity)
         if twin == key or twin not in results.audits:
             continue
-        base = results.cell(twin, metric)
-        what = (f"{results.label(key.model, counterpart)}'s drop {100 * base.drop_mean:.2f}% + tolerance "
-                f"{100 * tolerance:.2f} pp")
-        items.append(_drop_item(MIRROR_NOT_WORSE, results, results.cell(key, metric),
-                                base.drop_mean + tolerance, what))
+        items.append(_timed(_mirror_item, results, key, twin, metric, tolerance))
     if not items:
         raise DataError("--require mirror-not-worse: no model has both a mirror strategy and the strategy it "
                         "adds MG to (or plain) at a common suite and severity")
@@ -356,6 +457,7 @@ def check(
         if not _is_finite_number(minimum):
             raise ConfigError(f"minimum clean {name} {minimum!r} must be a finite number")
     doc = read_saved_report(baseline) if baseline is not None else None
+    started, start = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
     results = load_results(*([paths] if isinstance(paths, (str, Path)) else paths))
     results.require_metric(metric)
     items: list[CheckItem] = []
@@ -371,26 +473,55 @@ def check(
         notes += extra
     if require_mirror_not_worse:
         items += check_mirror_not_worse(results, metric, tolerance)
-    result = CheckResult(tuple(items), tuple(notes))
+    result = CheckResult(tuple(items), tuple(notes), time.perf_counter() - start, started)
     if junit is not None:
         write_junit(junit, result)
     return result
 
 
 def junit_xml(result: CheckResult) -> str:
-    """JUnit XML with one test case per checked item; failures carry the violation message."""
-    suites = ET.Element("testsuites")
-    suite = ET.SubElement(suites, "testsuite", name="robustrec check", tests=str(len(result.items)),
-                          failures=str(len(result.violations)), errors="0", skipped="0")
+    """JUnit XML, one test case per checked item: failures carry the violation message, skipped cases
+    their reason; every case prints its value, budget and baseline and has them as properties."""
+    counts = {"tests": str(len(result.items)), "failures": str(len(result.violations)), "errors": "0",
+              "skipped": str(len(result.skipped)), "time": _seconds(result.seconds)}
+    suites = ET.Element("testsuites", counts)
+    suite = ET.SubElement(suites, "testsuite", {"name": "robustrec check", **counts})
+    if result.started:
+        suite.set("timestamp", result.started)
     for item in result.items:
-        case = ET.SubElement(suite, "testcase", classname=f"robustrec.check.{item.rule}", name=item.name)
+        case = ET.SubElement(suite, "testcase", classname=f"robustrec.check.{item.rule}", name=item.name,
+                             time=_seconds(item.seconds))
+        properties = ET.SubElement(case, "properties")
+        for name, value in _properties(item).items():
+            ET.SubElement(properties, "property", name=name, value=value)
         if item.violation is not None:
             failure = ET.SubElement(case, "failure", message=item.violation.message, type=item.rule)
             failure.text = item.violation.message
+        elif item.skipped is not None:
+            ET.SubElement(case, "skipped", message=item.skipped)
+        ET.SubElement(case, "system-out").text = item.output()
     if result.notes:
         ET.SubElement(suite, "system-out").text = "\n".join(result.notes)
     ET.indent(suites)
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _properties(item: CheckItem) -> dict[str, str]:
+    """Machine-readable numbers of a case (fractions, not percent; NaN as "nan")."""
+    props = {"rule": item.rule, "metric": item.metric, "kind": item.kind, "value": _number(item.value)}
+    if item.skipped is None:
+        props["budget"] = _number(item.budget)
+    if item.baseline is not None:
+        props["baseline"] = _number(item.baseline)
+    return props
+
+
+def _number(x: float) -> str:
+    return f"{x:.10g}"
+
+
+def _seconds(x: float) -> str:
+    return f"{x:.6f}"
 
 
 def write_junit(path: str | Path, result: CheckResult) -> Path:

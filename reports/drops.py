@@ -346,13 +346,17 @@ def _clean_index(records: Iterable[Loaded]) -> dict[tuple, Loaded]:
 
 
 def _find_clean(index: dict[tuple, Loaded], r: Record) -> Loaded:
-    """The clean record of ``r``'s audit: same suite (and severity meaning), else the run's only clean
-    record of that suite, else its only clean record shared by all suites."""
+    """The clean record of ``r``'s audit: same suite and severity meaning (and noise scale), else the
+    run's only clean record of that suite and severity meaning (audits before 0.2 did not write the
+    noise scale into clean records, so an absolute and a relative noise audit of one run in one folder
+    found two), else its only clean record of that suite, else its only one shared by all suites."""
     base = (r.model, r.strategy, r.run_seed)
     found = index.get((*base, r.suite, r.severity_name, noise_scale_of(r)))
-    for suites in ((r.suite,), SHARED_CLEAN_SUITES):
+    fallbacks = (lambda k: k[3] == r.suite and k[4] == r.severity_name, lambda k: k[3] == r.suite,
+                 lambda k: k[3] in SHARED_CLEAN_SUITES)
+    for matches in fallbacks:
         if found is None:
-            candidates = [v for k, v in index.items() if k[:3] == base and k[3] in suites]
+            candidates = [v for k, v in index.items() if k[:3] == base and matches(k)]
             found = candidates[0] if len(candidates) == 1 else None
     if found is None:
         raise DataError(f"{_describe(r)}: no clean record (repeat -1) for suite {r.suite!r}")

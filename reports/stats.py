@@ -8,9 +8,20 @@ Two levels, per suite, severity and metric:
   (absolute, in metric units) of the two strategies paired by user id.
 
 Each pair of samples gets a paired t-test (``scipy.stats.ttest_rel``) and a Wilcoxon signed-rank test
-(``scipy.stats.wilcoxon``). Fewer than two pairs give NaN p-values ("n/a"); identical samples give
-p = 1. Verdicts use the paired t-test's p-value: with five seeds the two-sided exact Wilcoxon test
-cannot go below p = 0.0625, so it is reported but not used to decide.
+(``scipy.stats.wilcoxon``). Fewer than two pairs give NaN p-values ("n/a": no test, not a hypothesis);
+identical samples give p = 1.
+
+Multiple comparisons: the p-values of one *family* are Holm-corrected together, each test's
+separately. A family is one model, one suite (with its severity meaning) and one level (seeds or
+users): every strategy pair, severity and metric reported for that model and suite, and at the user
+level every seed. It is what one significance table of a report shows.
+
+Verdicts read both corrected p-values: a strategy "drops less" (or "more") only when both tests say
+so at ``alpha``; when one does and the other does not the verdict says that the tests disagree, and
+which found the difference. With few seeds the exact Wilcoxon test cannot reach ``alpha`` at all: its
+smallest two-sided p-value is 2 / 2**n (0.0625 with five seeds), and Holm multiplies the smallest
+p-value of a family of m tests by m (so no corrected p-value is below m * 2 / 2**n). The verdict then
+says so.
 """
 
 from __future__ import annotations
@@ -18,7 +29,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import reduce
 from pathlib import Path
 
@@ -46,14 +57,21 @@ class PairedTest:
     wilcoxon_pvalue: float
 
     @property
-    def p_value(self) -> float:
-        """The p-value verdicts use: the paired t-test's."""
-        return self.t_pvalue
+    def tested(self) -> bool:
+        """Whether there were enough pairs for a test (otherwise the p-values are NaN)."""
+        return not math.isnan(self.t_pvalue)
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """One strategy against its baseline for one model, suite, severity and metric."""
+    """One strategy against its baseline for one model, suite, severity and metric.
+
+    ``test`` holds the raw p-values; ``corrected`` the same test with Holm-corrected p-values over the
+    ``family_size`` tested comparisons of its family (see the module docstring), and
+    ``wilcoxon_floor`` the smallest corrected Wilcoxon p-value its family could have given. A
+    comparison made on its own is a family of one (``corrected == test``) until :func:`holm_correct`
+    sees its family.
+    """
 
     model: str
     baseline: str
@@ -66,9 +84,62 @@ class Comparison:
     level: str
     seeds: tuple[int, ...]
     test: PairedTest
+    corrected: PairedTest
+    family_size: int
+    wilcoxon_floor: float
+
+    @property
+    def family(self) -> tuple[str, SuiteKey, str]:
+        """(model, suite, level): the comparisons whose p-values are corrected together."""
+        return (self.model, self.suite, self.level)
 
     def verdict(self, alpha: float = ALPHA) -> str:
-        return verdict(self.test, self.other_label, alpha)
+        """The verdict of both Holm-corrected tests (see :func:`verdict`)."""
+        return verdict(self.corrected, self.other_label, alpha, self.wilcoxon_floor, self.family_size)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given.
+
+    With the m finite p-values sorted ascending, p_(1) <= ... <= p_(m), the adjusted value of the i-th
+    is max over j <= i of min(1, (m - j + 1) * p_(j)). Rejecting where the adjusted p < alpha keeps the
+    family-wise error rate at alpha. NaN (a test that could not be run) is no hypothesis: it does not
+    count in m and stays NaN.
+    """
+    finite = sorted((p, i) for i, p in enumerate(pvalues) if not math.isnan(p))
+    m = len(finite)
+    adjusted = [math.nan] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(finite):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def holm_correct(comparisons: Sequence[Comparison]) -> list[Comparison]:
+    """The comparisons with Holm-corrected p-values within each family (order kept)."""
+    families: dict[tuple[str, SuiteKey, str], list[int]] = {}
+    for i, c in enumerate(comparisons):
+        families.setdefault(c.family, []).append(i)
+    out = list(comparisons)
+    for members in families.values():
+        tests = [comparisons[i].test for i in members]
+        t_adjusted = holm([t.t_pvalue for t in tests])
+        w_adjusted = holm([t.wilcoxon_pvalue for t in tests])
+        size = sum(t.tested for t in tests)
+        # every adjusted p is at least m times the family's smallest raw p (Holm's first step)
+        floor = min(1.0, size * min((min_wilcoxon_p(t.n) for t in tests if t.tested), default=1.0))
+        for i, test, t_p, w_p in zip(members, tests, t_adjusted, w_adjusted):
+            corrected = replace(test, t_pvalue=t_p, wilcoxon_pvalue=w_p)
+            out[i] = replace(comparisons[i], corrected=corrected, family_size=size, wilcoxon_floor=floor)
+    return out
+
+
+def min_wilcoxon_p(n: int) -> float:
+    """The smallest two-sided p-value an exact Wilcoxon signed-rank test can give with ``n`` pairs:
+    all differences of one sign, 2 / 2**n. (scipy switches to a normal approximation for large n,
+    where this bound is far below any threshold anyway.)"""
+    return min(1.0, 2.0 ** (1 - n)) if n >= 1 else 1.0
 
 
 def paired_test(other: Sequence[float], baseline: Sequence[float]) -> PairedTest:
@@ -121,16 +192,33 @@ def format_p(p: float) -> str:
     return f"{p:.3g}" if p < 0.1 else f"{p:.2f}"
 
 
-def verdict(test: PairedTest, other_label: str, alpha: float = ALPHA) -> str:
-    """``"no significant difference (p = 0.41, n = 5)"`` or ``"FREEDOM + MG drops less (p = 0.003, n = 5)"``."""
-    p = test.p_value
-    if test.n < 2 or math.isnan(p):
+def verdict(test: PairedTest, other_label: str, alpha: float = ALPHA, wilcoxon_floor: float | None = None,
+            family_size: int = 1) -> str:
+    """What both tests say at ``alpha`` (pass Holm-corrected p-values):
+
+    ``"FREEDOM + MG drops less"`` (both tests), ``"no significant difference"`` (neither), or
+    ``"tests disagree: the t-test finds FREEDOM + MG drops less, the Wilcoxon test does not"``, with
+    ``"(it cannot reach p < 0.05 with n = 5)"`` when the Wilcoxon test could not have agreed:
+    ``wilcoxon_floor`` (default: :func:`min_wilcoxon_p` of n) is its smallest attainable p-value,
+    after the correction over ``family_size`` tests.
+    """
+    if not test.tested:
         return f"n/a (n = {test.n})"
-    where = f"p = {format_p(p)}, n = {test.n}"
-    if p >= alpha:
-        return f"no significant difference ({where})"
-    direction = "less" if test.mean_diff < 0 else "more"
-    return f"{other_label} drops {direction} ({where})"
+    t_significant = test.t_pvalue < alpha
+    w_significant = test.wilcoxon_pvalue < alpha
+    finding = f"{other_label} drops {'less' if test.mean_diff < 0 else 'more'}"
+    if t_significant and w_significant:
+        return finding
+    if not t_significant and not w_significant:
+        return "no significant difference"
+    if t_significant:
+        text = f"tests disagree: the t-test finds {finding}, the Wilcoxon test does not"
+        floor = min_wilcoxon_p(test.n) if wilcoxon_floor is None else wilcoxon_floor
+        if floor >= alpha:
+            corrected = f", corrected over {family_size} tests" if family_size > 1 else ""
+            text += f" (it cannot reach p < {alpha:g} with n = {test.n}{corrected})"
+        return text
+    return f"tests disagree: the Wilcoxon test finds {finding}, the t-test does not"
 
 
 def strategy_pairs(results: AuditResults) -> list[tuple[str, str, str]]:
@@ -161,9 +249,11 @@ def _matching(results: AuditResults, model: str, baseline: str, other: str) -> l
 
 def _comparison(results: AuditResults, base: GroupKey, other: GroupKey, metric: str, level: str,
                 seeds: tuple[int, ...], test: PairedTest) -> Comparison:
+    """An uncorrected comparison: a family of its own (of no test when it could not be tested)."""
     return Comparison(base.model, base.strategy, other.strategy, results.label(base.model, base.strategy),
                       results.label(other.model, other.strategy), base.suite_key, base.severity, metric, level,
-                      seeds, test)
+                      seeds, test, corrected=test, family_size=int(test.tested),
+                      wilcoxon_floor=min_wilcoxon_p(test.n))
 
 
 def compare_seeds(results: AuditResults, metric: str) -> list[Comparison]:
@@ -234,11 +324,16 @@ def compare_users(results: AuditResults, metric: str, seeds: Sequence[int] | Non
     return out
 
 
-def compare(results: AuditResults, metric: str, users: bool = True,
+def compare(results: AuditResults, metrics: str | Sequence[str], users: bool = True,
             cache: PerUserCache | None = None) -> list[Comparison]:
-    """Seed-level comparisons, followed by user-level ones (when ``users`` and per-user data exist).
+    """Seed-level comparisons of every metric, then user-level ones (when ``users`` and per-user data
+    exist), Holm-corrected within each family across the metrics given (see the module docstring).
 
-    ``cache`` keeps per-user arrays read from disk; pass one dict when comparing several metrics.
+    ``cache`` keeps per-user arrays read from disk between calls.
     """
-    found = compare_seeds(results, metric)
-    return found + (compare_users(results, metric, cache=cache) if users else [])
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    cache = {} if cache is None else cache
+    found = [c for m in metrics for c in compare_seeds(results, m)]
+    if users:
+        found += [c for m in metrics for c in compare_users(results, m, cache=cache)]
+    return holm_correct(found)

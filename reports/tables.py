@@ -3,11 +3,17 @@
 One table per suite. With one severity in the suite (the paper's Tables 4 and 5), columns are, per
 metric: clean, perturbed mean ± std and Decr.; with several severities there is one table per metric
 with a (perturbed, Decr.) column block per severity. ± is the standard deviation over seeds when
-there are several seeds, over repeats when there is one. A significance table follows when a model
-has a baseline and another strategy.
+there are several seeds, over repeats when there is one.
 
-JSON holds the aggregated numbers (every metric by default) and is what ``robustrec check --baseline``
-reads; CSV has one row per (model, strategy, suite, severity, metric).
+Significance tables follow, one per family of comparisons (:mod:`reports.stats`: one model, suite
+and level, across its severities, metrics and strategy pairs), with raw and Holm-corrected p-values
+of both tests. Seed-level comparisons that have fewer than two seeds are not tables of "n/a": one
+note says which they are. What ±, Decr., the tests and the correction mean is said once, in notes
+at the top of the report (markdown), in the captions (LaTeX) and in ``notes`` (JSON).
+
+The metric is :data:`robustrec.metrics.DEFAULT_METRIC` (recall@20) unless chosen. JSON holds the
+aggregated numbers (every metric by default) and is what ``robustrec check --baseline`` reads; CSV
+has one row per (model, strategy, suite, severity, metric).
 """
 
 from __future__ import annotations
@@ -21,25 +27,66 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from robustrec.errors import ConfigError
+from robustrec.metrics import DEFAULT_METRIC
 
-from .drops import AuditResults, Cell, GroupKey, SuiteKey, format_severity
-from .stats import USERS, Comparison, PerUserCache, compare, format_p
+from .drops import AuditResults, Cell, GroupKey, SuiteKey, format_severity, row_label
+from .latex import (
+    TEXT,
+    Tex,
+    column_kinds,
+    latex_document,
+    latex_escape,
+    pm_tex,
+    severity_number,
+    severity_symbol,
+    severity_tex,
+)
+from .stats import ALPHA, SEEDS, Comparison, compare, format_p
+
+__all__ = ["DEFAULT_METRIC", "FORMATS", "REPORT_SCHEMA", "Report", "Table", "build_report", "render", "to_dict"]
 
 FORMATS = ("markdown", "latex", "csv", "json")
-DEFAULT_METRIC = "recall@5"
+#: Fields were only ever added to the JSON report since version 1 (readers ignore unknown fields), so
+#: the schema name has not changed: ``check --baseline`` reads old and new reports alike.
 REPORT_SCHEMA = "robustrec.report/1"
-NOTE = ("Decr. = (clean - perturbed) / clean; ± = std over seeds (over repeats with one seed); "
-        "with several seeds every number is the mean over seeds.")
+DROP_NOTE = ("Decr. = (clean - perturbed) / clean, in percent; ± = std over seeds (over repeats with one "
+             "seed); with several seeds every number is the mean over seeds.")
+TEST_NOTE = (
+    "Significance: each strategy against its baseline (plain, or X for X + MG), paired by run seed on "
+    "Decr. (Δ Decr. = other - baseline, in percentage points: negative means the other strategy drops "
+    "less) and, where per-user values exist, paired by user within one seed. Each comparison gets a "
+    "paired t-test and a Wilcoxon signed-rank test; both p-values are Holm-corrected within their "
+    "table (one model, suite and level: all its severities, metrics and strategy pairs). A verdict "
+    f"needs both corrected p < {ALPHA:g}; otherwise it says which test found a difference. With n "
+    "seeds the exact Wilcoxon test cannot go below p = 2 / 2^n (0.0625 with 5 seeds, 0.031 with 6)."
+)
+_CAPTION_DROP = (r"Mean $\pm$ std over seeds (over repeats with one seed); "
+                 r"Decr.\ = (clean $-$ perturbed) / clean, in percent.")
 
 
 @dataclass
 class Table:
-    """A rendered-format-neutral table: column groups (label, span), column names, string rows."""
+    """A format-neutral table: column groups (label, span), column names, rows of string cells.
+
+    A cell (or a title) that is a :class:`~reports.latex.Tex` carries its own LaTeX form; ``caption``
+    is the LaTeX caption (default: the title) and ``key`` names the table in its LaTeX label.
+    """
 
     title: str
     groups: list[tuple[str, int]]
     columns: list[str]
     rows: list[list[str]] = field(default_factory=list)
+    caption: str = ""
+    key: tuple[str, ...] = ()
+
+
+@dataclass
+class Report:
+    """The tables of a report with the notes that explain them, said once."""
+
+    header: str
+    notes: list[str]
+    tables: list[Table]
 
 
 # -- number formatting ---------------------------------------------------------------------------
@@ -55,6 +102,27 @@ def format_drop(mean: float, std: float = math.nan) -> str:
     if math.isnan(mean):
         return "n/a"
     return f"{100 * mean:.2f}%" if math.isnan(std) else f"{100 * mean:.2f} ± {100 * std:.2f}%"
+
+
+def value_cell(mean: float, std: float = math.nan, digits: int = 4) -> str:
+    """:func:`format_value`, with its LaTeX form: two columns aligned at the ± (a finite mean only)."""
+    text = format_value(mean, std, digits)
+    if not math.isfinite(mean):
+        return text
+    std_text = f"{std:.{digits}f}" if math.isfinite(std) else ""
+    return Tex(text, pm_tex(f"{mean:.{digits}f}", std_text), span=2)
+
+
+def drop_cell(mean: float, std: float = math.nan) -> str:
+    """:func:`format_drop`; in LaTeX the % sign is in the column's header, not in every cell."""
+    text = format_drop(mean, std)
+    if not math.isfinite(mean):
+        return text
+    std_text = f"{100 * std:.2f}" if math.isfinite(std) else ""
+    return Tex(text, pm_tex(f"{100 * mean:.2f}", std_text), span=2)
+
+
+DECR = Tex("Decr.", r"Decr.\ (\%)")
 
 
 def _span(values: Sequence[int]) -> str:
@@ -78,12 +146,12 @@ def _perturbed(cell: Cell | None) -> list[str]:
     if cell is None:
         return ["-", "-"]
     drop_std = cell.drop_std if cell.n_seeds > 1 else math.nan
-    return [format_value(cell.perturbed_mean, cell.perturbed_std), format_drop(cell.drop_mean, drop_std)]
+    return [value_cell(cell.perturbed_mean, cell.perturbed_std), drop_cell(cell.drop_mean, drop_std)]
 
 
 def _clean(cells: Sequence[Cell]) -> str:
     first = cells[0]
-    return format_value(first.clean_mean, first.clean_std)
+    return value_cell(first.clean_mean, first.clean_std)
 
 
 def _counts(cells: Sequence[Cell]) -> list[str]:
@@ -91,7 +159,28 @@ def _counts(cells: Sequence[Cell]) -> list[str]:
 
 
 def _severity_title(suite: SuiteKey, severity: float) -> str:
-    return f"{suite.severity_name or 'severity'} = {format_severity(severity)}"
+    text = f"{suite.severity_name or 'severity'} = {format_severity(severity)}"
+    return Tex(text, severity_tex(suite.severity_name, severity))
+
+
+def _suite_tex(suite: SuiteKey) -> str:
+    """``noise ($\\sigma^2$)``: the suite's title with its severity as a symbol."""
+    if suite.noise_scale == "relative" and suite.severity_name in ("scale", ""):
+        return f"{latex_escape(suite.suite)} (relative scale ${severity_symbol('scale')}$)"
+    if not suite.severity_name:
+        return latex_escape(suite.suite)
+    return f"{latex_escape(suite.suite)} (${severity_symbol(suite.severity_name)}$)"
+
+
+def _suite_slug(suite: SuiteKey) -> str:
+    scale = suite.noise_scale if suite.noise_scale not in ("", "absolute") else ""
+    return " ".join(part for part in (suite.suite, suite.severity_name, scale) if part)
+
+
+def _drop_caption(results: AuditResults, suite: SuiteKey, metric: str, severity: float | None) -> str:
+    where = _suite_tex(suite) + (f", {severity_tex(suite.severity_name, severity)}," if severity is not None else "")
+    return (f"Relative drop of {latex_escape(metric)} under {where} on {latex_escape(results.dataset)}. "
+            + _CAPTION_DROP)
 
 
 def suite_tables(results: AuditResults, suite: SuiteKey, metrics: Sequence[str]) -> list[Table]:
@@ -100,9 +189,11 @@ def suite_tables(results: AuditResults, suite: SuiteKey, metrics: Sequence[str])
     rows = results.rows()
     if len(severities) == 1:
         sev = severities[0]
-        table = Table(f"{suite.title}, {_severity_title(suite, sev)}: {results.dataset}",
-                      [("", 1)] + [(m, 3) for m in metrics] + [("", 2)],
-                      ["Model"] + ["Clean", "Perturbed", "Decr."] * len(metrics) + ["Seeds", "Repeats"])
+        title = f"{suite.title}, {_severity_title(suite, sev)}: {results.dataset}"
+        table = Table(title, [("", 1)] + [(m, 3) for m in metrics] + [("", 2)],
+                      ["Model"] + ["Clean", "Perturbed", DECR] * len(metrics) + ["Seeds", "Repeats"],
+                      caption=Tex(title, _drop_caption(results, suite, ", ".join(metrics), sev)),
+                      key=(results.dataset, _suite_slug(suite), *metrics))
         for model, strategy in rows:
             cells = [_cell(results, model, strategy, suite, sev, m) for m in metrics]
             if any(c is None for c in cells):
@@ -112,9 +203,11 @@ def suite_tables(results: AuditResults, suite: SuiteKey, metrics: Sequence[str])
         return [table]
     tables = []
     for metric in metrics:
-        table = Table(f"{suite.title}: {results.dataset}, {metric}",
-                      [("", 2)] + [(_severity_title(suite, s), 2) for s in severities] + [("", 2)],
-                      ["Model", "Clean"] + ["Perturbed", "Decr."] * len(severities) + ["Seeds", "Repeats"])
+        title = f"{suite.title}: {results.dataset}, {metric}"
+        table = Table(title, [("", 2)] + [(_severity_title(suite, s), 2) for s in severities] + [("", 2)],
+                      ["Model", "Clean"] + ["Perturbed", DECR] * len(severities) + ["Seeds", "Repeats"],
+                      caption=Tex(title, _drop_caption(results, suite, metric, None)),
+                      key=(results.dataset, _suite_slug(suite), metric))
         for model, strategy in rows:
             cells = [_cell(results, model, strategy, suite, s, metric) for s in severities]
             present = [c for c in cells if c is not None]
@@ -126,56 +219,101 @@ def suite_tables(results: AuditResults, suite: SuiteKey, metrics: Sequence[str])
     return tables
 
 
-def significance_tables(comparisons: Sequence[Comparison]) -> list[Table]:
-    """Across-seed and across-user tables of strategy comparisons (empty when there are none)."""
-    tables = []
-    seeds = [c for c in comparisons if c.level != USERS]
-    users = [c for c in comparisons if c.level == USERS]
-    head = ["Comparison", "Suite", "Severity", "Metric"]
-    if seeds:
-        table = Table("Significance across seeds (paired by run seed): difference in Decr., other - baseline",
-                      [], head + ["Δ Decr. (pp)", "n", "t-test p", "Wilcoxon p", "Verdict"])
-        for c in seeds:
-            table.rows.append(_comparison_head(c) + [_pp(c.test.mean_diff), str(c.test.n),
-                                                     format_p(c.test.t_pvalue), format_p(c.test.wilcoxon_pvalue),
-                                                     c.verdict()])
-        tables.append(table)
-    if users:
-        table = Table("Significance across users within one seed (paired by user): per-user drop "
-                      "clean_u - mean perturbed_u, other - baseline", [],
-                      head + ["Seed", "Δ drop per user", "n users", "t-test p", "Wilcoxon p", "Verdict"])
-        for c in users:
+_P_GROUPS = [("t-test", 2), ("Wilcoxon", 2)]
+_P_COLUMNS = ["p", "p, Holm"] * 2
+
+
+def _p_cells(c: Comparison) -> list[str]:
+    return [format_p(c.test.t_pvalue), format_p(c.corrected.t_pvalue),
+            format_p(c.test.wilcoxon_pvalue), format_p(c.corrected.wilcoxon_pvalue)]
+
+
+def _significance_table(dataset: str, family: Sequence[Comparison]) -> Table:
+    """One family's table: its comparisons with raw and Holm-corrected p-values and the verdict."""
+    first = family[0]
+    model = row_label(first.model, "plain")
+    by_seed = first.level == SEEDS
+    level = "across seeds" if by_seed else "across users, within one seed"
+    title = f"Significance {level}: {model}, {first.suite.title}"
+    severity = Tex("Severity", f"${severity_symbol(first.suite.severity_name)}$")
+    head = ["Comparison", severity, "Metric"] + (["Δ Decr. (pp)", "n"] if by_seed
+                                                   else ["Seed", "Δ drop per user", "n users"])
+    caption = (f"Significance {level} of the difference in "
+               + (r"Decr.\ (other $-$ baseline, percentage points)" if by_seed
+                  else r"per-user drop clean$_u -{}$mean perturbed$_u$ (other $-$ baseline)")
+               + f" for {latex_escape(model)} under {_suite_tex(first.suite)} on {latex_escape(dataset)}: "
+               r"paired $t$-test and Wilcoxon signed-rank test, $p$-values raw and Holm-corrected within "
+               f"this table; a verdict needs both corrected $p < {ALPHA:g}$.")
+    table = Table(title, [("", len(head))] + _P_GROUPS + [("", 1)], head + _P_COLUMNS + ["Verdict"],
+                  caption=Tex(title, caption), key=(dataset, _suite_slug(first.suite), first.model, first.level))
+    for c in family:
+        severity = format_severity(c.severity)
+        where = [f"{c.other_label} vs {c.baseline_label}", Tex(severity, f"${severity_number(c.severity)}$"), c.metric]
+        if by_seed:
+            numbers = [_pp(c.test.mean_diff), str(c.test.n)]
+        else:
             diff = "n/a" if math.isnan(c.test.mean_diff) else f"{c.test.mean_diff:+.4f}"
-            table.rows.append(_comparison_head(c) + [", ".join(map(str, c.seeds)), diff, str(c.test.n),
-                                                     format_p(c.test.t_pvalue), format_p(c.test.wilcoxon_pvalue),
-                                                     c.verdict()])
-        tables.append(table)
-    return tables
+            numbers = [", ".join(map(str, c.seeds)), diff, str(c.test.n)]
+        table.rows.append(where + numbers + _p_cells(c) + [c.verdict()])
+    return table
 
 
-def _comparison_head(c: Comparison) -> list[str]:
-    return [f"{c.other_label} vs {c.baseline_label}", c.suite.title, format_severity(c.severity), c.metric]
+def significance_tables(dataset: str, comparisons: Sequence[Comparison]) -> list[Table]:
+    """One table per family (seed-level families first); seed-level comparisons that could not be
+    tested (fewer than two seeds) are left out: :func:`untested_note` names them once."""
+    families: dict[tuple, list[Comparison]] = {}
+    for c in sorted(comparisons, key=lambda c: c.level != SEEDS):
+        if c.level == SEEDS and not c.test.tested:
+            continue
+        families.setdefault(c.family, []).append(c)
+    return [_significance_table(dataset, family) for family in families.values()]
+
+
+def untested_note(comparisons: Sequence[Comparison]) -> str | None:
+    """One sentence naming the strategy pairs whose seed-level test needs more seeds, or None."""
+    seed_level = [c for c in comparisons if c.level == SEEDS]
+    untested = [c for c in seed_level if not c.test.tested]
+    if not untested:
+        return None
+    if len(untested) == len(seed_level) and all(len(c.seeds) <= 1 for c in untested):
+        return ("Seed-level significance tests need at least two seeds audited with both strategies; these "
+                "results have one seed per strategy, so only the tests across users (where stored) are shown.")
+    pairs = dict.fromkeys(f"{c.other_label} vs {c.baseline_label} ({c.suite.title}, "
+                          f"{len(c.seeds)} common seed{'' if len(c.seeds) == 1 else 's'})" for c in untested)
+    return ("Seed-level significance tests need at least two seeds audited with both strategies; "
+            f"not tested for lack of seeds: {'; '.join(pairs)}.")
 
 
 def _pp(x: float) -> str:
     return "n/a" if math.isnan(x) else f"{100 * x:+.2f}"
 
 
-def build_tables(results: AuditResults, metrics: Sequence[str], significance: bool = True) -> list[Table]:
-    """Every table of a report: the suites' tables, then the significance tables."""
-    tables = [t for suite in results.suites for t in suite_tables(results, suite, metrics)]
-    if significance:
-        cache: PerUserCache = {}
-        comparisons = [c for m in metrics for c in compare(results, m, cache=cache)]
-        tables += significance_tables(comparisons)
-    return tables
-
-
-# -- renderers -----------------------------------------------------------------------------------
 def _header_line(results: AuditResults) -> str:
     return f"dataset {results.dataset} (fingerprint {results.fingerprint}, split {results.split})"
 
 
+def _comparisons(results: AuditResults, metrics: Sequence[str], significance: bool) -> list[Comparison]:
+    return compare(results, metrics, cache={}) if significance else []
+
+
+def report_notes(comparisons: Sequence[Comparison]) -> list[str]:
+    """What the numbers mean (once per report), with the note on untested comparisons."""
+    notes = [DROP_NOTE]
+    if any(c.test.tested or c.level != SEEDS for c in comparisons):  # some significance table is shown
+        notes.append(TEST_NOTE)
+    untested = untested_note(comparisons)
+    return notes + ([untested] if untested else [])
+
+
+def build_report(results: AuditResults, metrics: Sequence[str], significance: bool = True) -> Report:
+    """Every table of a report (the suites' tables, then the significance tables) and its notes."""
+    comparisons = _comparisons(results, metrics, significance)
+    tables = [t for suite in results.suites for t in suite_tables(results, suite, metrics)]
+    tables += significance_tables(results.dataset, comparisons)
+    return Report(_header_line(results), report_notes(comparisons), tables)
+
+
+# -- renderers -----------------------------------------------------------------------------------
 def _flat_columns(table: Table) -> list[str]:
     names = []
     spans = [label for label, span in table.groups for _ in range(span)] or [""] * len(table.columns)
@@ -184,55 +322,25 @@ def _flat_columns(table: Table) -> list[str]:
     return names
 
 
-def _numeric(text: str) -> bool:
-    """Right-align columns of numbers (``0.1250 ± 0.0250``, ``-11.33``, ``<1e-4``, ``n/a``, ``1-3``)."""
-    return text in ("n/a", "-") or (text[:1].isdigit() or text[:1] in "+-<") and not text[1:2].isalpha()
-
-
-def to_markdown(results: AuditResults, metrics: Sequence[str], significance: bool = True) -> str:
-    lines = [f"# Robustness report: {_header_line(results)}", "", NOTE]
-    for table in build_tables(results, metrics, significance):
+def to_markdown(results: AuditResults, metrics: Sequence[str], significance: bool = True,
+                notes: bool = True) -> str:
+    """The report in markdown: the notes once, as a list (unless ``notes`` is False, e.g. for the
+    second of several reports on one page), then one section per table."""
+    report = build_report(results, metrics, significance)
+    shown = report.notes if notes else []
+    lines = [f"# Robustness report: {report.header}"] + ([""] if shown else []) + [f"- {note}" for note in shown]
+    for table in report.tables:
         cols = _flat_columns(table)
-        align = ["---:" if all(_numeric(row[i]) for row in table.rows) else "---" for i in range(len(cols))]
+        align = ["---" if kind == TEXT else "---:" for kind in column_kinds(table)]
         lines += ["", f"## {table.title}", "", "| " + " | ".join(cols) + " |", "|" + "|".join(align) + "|"]
         lines += ["| " + " | ".join(s.replace("|", "\\|") for s in row) + " |" for row in table.rows]
     return "\n".join(lines) + "\n"
 
 
-_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$",
-        "Δ": r"$\Delta$", "<": r"\textless{}", ">": r"\textgreater{}"}
-
-
-def latex_escape(text: str) -> str:
-    """Escape LaTeX's special characters (and write ± and Δ in math mode)."""
-    return "".join(_TEX.get(ch, ch) for ch in text)
-
-
-def _latex_table(table: Table) -> list[str]:
-    n = len(table.columns)
-    out = [f"% {latex_escape(table.title)}", r"\begin{tabular}{l" + "r" * (n - 1) + "}", r"\toprule"]
-    if any(label for label, _ in table.groups):
-        cells, rules, col = [], [], 1
-        for label, span in table.groups:
-            if label:
-                cells.append(rf"\multicolumn{{{span}}}{{c}}{{{latex_escape(label)}}}")
-                rules.append(rf"\cmidrule(lr){{{col}-{col + span - 1}}}")
-            else:
-                cells += [""] * span
-            col += span
-        out += [" & ".join(cells) + r" \\", " ".join(rules)]
-    out += [" & ".join(latex_escape(c) for c in table.columns) + r" \\", r"\midrule"]
-    out += [" & ".join(latex_escape(c) for c in row) + r" \\" for row in table.rows]
-    return out + [r"\bottomrule", r"\end{tabular}"]
-
-
 def to_latex(results: AuditResults, metrics: Sequence[str], significance: bool = True) -> str:
-    lines = [f"% Robustness report: {latex_escape(_header_line(results))}", "% requires \\usepackage{booktabs}",
-             f"% {latex_escape(NOTE)}"]
-    for table in build_tables(results, metrics, significance):
-        lines += [""] + _latex_table(table)
-    return "\n".join(lines) + "\n"
+    """The report's tables as LaTeX ``table`` floats (:mod:`reports.latex`); the notes as comments."""
+    report = build_report(results, metrics, significance)
+    return latex_document([f"Robustness report: {report.header}", *report.notes], report.tables)
 
 
 CSV_COLUMNS = ("dataset", "model", "strategy", "strategy_label", "suite", "severity_name", "noise_scale",
@@ -268,20 +376,23 @@ def to_csv(results: AuditResults, metrics: Sequence[str]) -> str:
 
 
 def comparison_dict(c: Comparison) -> dict[str, Any]:
+    """One comparison: raw p-values, Holm-corrected ones (``*_holm``) over its ``family``, verdict."""
     return {"model": c.model, "baseline": c.baseline, "other": c.other, "suite": c.suite.suite,
             "severity_name": c.suite.severity_name, "noise_scale": c.suite.noise_scale, "severity": c.severity,
             "metric": c.metric, "level": c.level, "seeds": list(c.seeds), "n": c.test.n,
             "mean_diff": _num(c.test.mean_diff), "t_pvalue": _num(c.test.t_pvalue),
-            "wilcoxon_pvalue": _num(c.test.wilcoxon_pvalue), "verdict": c.verdict()}
+            "wilcoxon_pvalue": _num(c.test.wilcoxon_pvalue), "t_pvalue_holm": _num(c.corrected.t_pvalue),
+            "wilcoxon_pvalue_holm": _num(c.corrected.wilcoxon_pvalue),
+            "family": f"{c.model} / {c.suite.title} / {c.level}", "family_size": c.family_size,
+            "verdict": c.verdict()}
 
 
 def to_dict(results: AuditResults, metrics: Sequence[str], significance: bool = True) -> dict[str, Any]:
     """The machine-readable report (the ``--format json`` document)."""
-    cache: PerUserCache = {}
-    comparisons = [c for m in metrics for c in compare(results, m, cache=cache)] if significance else []
+    comparisons = _comparisons(results, metrics, significance)
     return {
         "schema": REPORT_SCHEMA, "dataset": results.dataset, "dataset_fingerprint": results.fingerprint,
-        "split": results.split, "metrics": list(metrics),
+        "split": results.split, "metrics": list(metrics), "notes": report_notes(comparisons),
         "cells": [cell_dict(results, c) for m in metrics for c in results.cells(m)],
         "significance": [comparison_dict(c) for c in comparisons],
     }
@@ -292,20 +403,22 @@ def to_json(results: AuditResults, metrics: Sequence[str], significance: bool = 
 
 
 def resolve_metrics(results: AuditResults, fmt: str, metrics: Sequence[str] | None) -> list[str]:
-    """The metrics to report: as asked; by default every metric for csv/json, recall@5 otherwise."""
+    """The metrics to report: as asked; by default every metric for csv/json, :data:`DEFAULT_METRIC`
+    (recall@20) otherwise."""
     if not metrics:
         metrics = list(results.metrics) if fmt in ("csv", "json") else [DEFAULT_METRIC]
     return list(dict.fromkeys(results.require_metric(m) for m in metrics))
 
 
 def render(results: AuditResults, fmt: str = "markdown", metrics: Sequence[str] | None = None,
-           significance: bool = True) -> str:
-    """The report in ``fmt`` (one of :data:`FORMATS`)."""
+           significance: bool = True, notes: bool = True) -> str:
+    """The report in ``fmt`` (one of :data:`FORMATS`); ``notes=False`` leaves out the markdown notes
+    that explain Decr., ± and the tests (say them once on a page that holds several reports)."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown report format {fmt!r}; use one of {', '.join(FORMATS)}")
     chosen = resolve_metrics(results, fmt, metrics)
     if fmt == "markdown":
-        return to_markdown(results, chosen, significance)
+        return to_markdown(results, chosen, significance, notes)
     if fmt == "latex":
         return to_latex(results, chosen, significance)
     if fmt == "csv":

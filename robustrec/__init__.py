@@ -5,7 +5,9 @@ The public API, one import away::
     from robustrec import open_dataset, RunSpec, TrainConfig, train, open_run, Evaluator
 
 Perturbation suites and audits live in :mod:`perturbations`, captioners in :mod:`captioning`,
-tables, plots and the CI gate in :mod:`reports`.
+tables, plots and the CI gate in :mod:`reports`. The API behaves as the ``robustrec`` command does:
+training and evaluation run torch on one thread unless told otherwise (``TrainConfig(threads=N)``,
+``Evaluator(..., threads=N)`` or ``$ROBUSTREC_THREADS``; see :mod:`robustrec.numerics`).
 """
 
 __version__ = "0.1.0"

@@ -26,6 +26,7 @@ import torch
 from robustrec.data.dataset import Dataset
 from robustrec.errors import ConfigError, DataError
 from robustrec.metrics import DEFAULT_TOPK, METRICS, metric_key, parse_metric  # noqa: F401 (re-exported)
+from robustrec.numerics import using_threads
 
 #: Scores held at once: users per block x items (64M floats = 256 MB).
 MAX_BLOCK_SCORES = 1 << 26
@@ -86,7 +87,9 @@ def _check_scores(top_values: torch.Tensor) -> None:
 
 
 class Evaluator:
-    """Evaluates models on one split of a dataset. Masks and ground truth are prepared once."""
+    """Evaluates models on one split of a dataset. Masks and ground truth are prepared once.
+
+    ``threads``: CPU threads of each evaluation (default: see :meth:`evaluate`)."""
 
     def __init__(
         self,
@@ -95,6 +98,7 @@ class Evaluator:
         topk: Sequence[int] = DEFAULT_TOPK,
         device: str | torch.device = "cpu",
         block_users: int | None = None,
+        threads: int | None = None,
     ) -> None:
         if split not in ("valid", "test"):
             raise ConfigError(f"split must be 'valid' or 'test', got {split!r}")
@@ -105,6 +109,7 @@ class Evaluator:
             raise ConfigError(f"top-k {topk[-1]} exceeds the number of items ({dataset.n_items})")
         self.split = split
         self.topk = topk
+        self.threads = threads
         self.device = torch.device(device)
         truth = dataset.split_matrix(split)
         self.users = np.flatnonzero(np.diff(truth.indptr) > 0)
@@ -133,7 +138,15 @@ class Evaluator:
 
     @torch.no_grad()
     def evaluate(self, model, per_user: bool = False) -> EvalResult:
-        """Evaluate a :class:`~robustrec.models.Recommender` (anything with ``scorer()``)."""
+        """Evaluate a :class:`~robustrec.models.Recommender` (anything with ``scorer()``).
+
+        It runs on ``threads`` CPU threads (:func:`robustrec.numerics.using_threads`): by default
+        those of an enclosing training, else the default count (1, or $ROBUSTREC_THREADS), as in the CLI.
+        """
+        with using_threads(self.threads):
+            return self._evaluate(model, per_user)
+
+    def _evaluate(self, model, per_user: bool) -> EvalResult:
         was_training = model.training
         model.eval()
         try:

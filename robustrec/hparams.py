@@ -34,6 +34,43 @@ def _annotation(factory: Callable[..., Any], name: str) -> Any:
         return str
 
 
+def type_name(annotation: Any) -> str:
+    """A short readable name of a parameter's annotation: ``int``, ``float|None``, ``append|prepend``
+    (a Literal's choices), ``int,...`` (a comma-separated list)."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Literal:
+        return "|".join(map(str, args))
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return "|".join("None" if a is type(None) else type_name(a) for a in args)
+    if origin in (tuple, list) and args:
+        return f"{type_name(args[0])},..."
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def describe(factory: Callable[..., Any], skip: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
+    """Each keyword hyper-parameter of ``factory`` (but ``skip``): ``{"type": ..., "default": ...}``,
+    without "default" when the parameter is required. Defaults are JSON values (a tuple becomes a list;
+    another object its ``repr``), so ``robustrec list --json`` can print them."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, parameter in accepted(factory).items():
+        if name in skip:
+            continue
+        entry: dict[str, Any] = {"type": type_name(_annotation(factory, name))}
+        if parameter.default is not inspect.Parameter.empty:
+            entry["default"] = _json_value(parameter.default)
+        out[name] = entry
+    return out
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (tuple, list)):
+        return [_json_value(v) for v in value]
+    return repr(value)
+
+
 def numeric_params(factory: Callable[..., Any]) -> list[tuple[str, type]]:
     """``(name, int or float)`` for each numeric keyword hyper-parameter (``int | None`` included)."""
     out = []

@@ -33,6 +33,11 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (e.g. a suite a test registered for itself); ConfigError when unknown."""
+        self.get(name)
+        del self._factories[name]
+
     def get(self, name: str) -> Callable[..., T]:
         try:
             return self._factories[name]

@@ -7,7 +7,9 @@ A run folder holds
   and dataset fingerprint in its metadata;
 - ``state.pt``        the resume state after the last finished epoch (tensors and numbers only,
   read with ``torch.load(weights_only=True)``); removed when the run completes;
-- ``log.jsonl``       one line per epoch;
+- ``log.jsonl``       one line per epoch (JSON, for machines);
+- ``train.log``       the same epochs as readable lines (loss, times, validation metrics) and, once
+  the run has finished, a last line with the best epoch and its test metrics;
 - ``metrics.json``    the final metrics: best validation and the test metrics at that epoch.
 """
 
@@ -23,23 +25,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING, Any
 
 from robustrec import __version__, checks, numerics
-from robustrec.data.dataset import Dataset
 from robustrec.errors import ConfigError, DataError
 from robustrec.io import atomic_path, read_json, write_json
-from robustrec.metrics import DEFAULT_TOPK, parse_metric
-from robustrec.models import Recommender, build_model
+from robustrec.metrics import DEFAULT_METRIC, DEFAULT_TOPK, is_metric_key, parse_metric
+
+# torch, safetensors and the models are imported where weights are read or written, so that reading
+# a run's configuration and metrics (``robustrec compare``) does not load torch.
+if TYPE_CHECKING:
+    import torch
+
+    from robustrec.data.dataset import Dataset
+    from robustrec.models import Recommender
 
 RUN_FILE = "run.json"
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
 LOG_FILE = "log.jsonl"
+TEXT_LOG_FILE = "train.log"
 METRICS_FILE = "metrics.json"
 EVALUATION_FILE = "evaluation.json"
 
@@ -49,7 +54,8 @@ class TrainConfig:
     """Trainer settings with MMRec's defaults.
 
     ``threads`` is the number of torch CPU threads. It is part of the run's identity because it can
-    change the last bits of the numbers (robustrec/numerics.py); ``None`` means "the current number",
+    change the last bits of the numbers (robustrec/numerics.py); ``None`` means the default (the CLI's
+    ``--threads``, else ``$ROBUSTREC_THREADS``, else 1: :func:`robustrec.numerics.default_threads`),
     which :func:`robustrec.training.train` resolves and records.
     """
 
@@ -63,7 +69,7 @@ class TrainConfig:
     seed: int = 999
     device: str = "cpu"
     topk: tuple[int, ...] = DEFAULT_TOPK
-    valid_metric: str = "recall@20"
+    valid_metric: str = DEFAULT_METRIC
     eval_every: int = 1
     threads: int | None = None
 
@@ -146,6 +152,8 @@ class RunSpec:
 
 
 def provenance(device: str | torch.device) -> dict[str, Any]:
+    import torch
+
     return {
         "robustrec_version": __version__,
         "git_commit": git_commit(),
@@ -180,13 +188,16 @@ def dataset_identity(dataset: Dataset) -> dict[str, Any]:
 
 
 def save_weights(path: Path, model: Recommender, metadata: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
 
 
 def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
 
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -223,6 +234,11 @@ class Run:
         path = self.path / METRICS_FILE
         return read_json(path, "run metrics") if path.is_file() else None
 
+    def results(self) -> RunResults | None:
+        """The metrics training wrote (``metrics.json``), checked; ``None`` while training has not finished."""
+        raw = self.metrics
+        return None if raw is None else RunResults.from_json(raw, self.path / METRICS_FILE)
+
     def check_dataset(self, dataset: Dataset) -> None:
         if dataset.fingerprint != self.dataset_fingerprint:
             raise DataError(
@@ -232,6 +248,8 @@ class Run:
 
     def load_model(self, dataset: Dataset, device: str | torch.device = "cpu") -> Recommender:
         """The best-validation model, rebuilt on ``dataset`` (which must be the training dataset)."""
+        from robustrec.models import build_model
+
         self.check_dataset(dataset)
         model = build_model(self.spec.model, dataset, **self.spec.model_params)
         path = self.path / WEIGHTS_FILE
@@ -249,8 +267,56 @@ class Run:
         return model.to(device)
 
 
+@dataclass(frozen=True)
+class RunResults:
+    """What a finished training wrote to ``metrics.json``: the best validation metrics and the test
+    metrics at that epoch."""
+
+    valid: dict[str, float]
+    test: dict[str, float]
+    best_epoch: int
+    epochs_run: int
+    stopped_early: bool
+    train_seconds_per_epoch: float
+
+    @classmethod
+    def from_json(cls, data: Any, where: Path) -> RunResults:
+        """Checked: metric values are finite numbers in [0, 1] and counts are non-negative integers;
+        anything else is a DataError naming the file (it may have been edited or truncated)."""
+        try:
+            if not isinstance(data, dict):
+                raise TypeError("not an object")
+            splits = {split: _metric_values(data[split], split) for split in ("valid", "test")}
+            counts = {key: data[key] for key in ("best_epoch", "epochs_run")}
+            for key, value in counts.items():
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError(f"{key} is {value!r}")
+            seconds = data.get("train_seconds_per_epoch", 0.0)
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < float("inf"):
+                raise ValueError(f"train_seconds_per_epoch is {seconds!r}")
+            stopped = data.get("stopped_early", False)
+            if not isinstance(stopped, bool):
+                raise ValueError(f"stopped_early is {stopped!r}")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"{where}: malformed run metrics ({type(exc).__name__}: {str(exc)[:120]})") from None
+        return cls(splits["valid"], splits["test"], counts["best_epoch"], counts["epochs_run"], stopped, float(seconds))
+
+
+def _metric_values(values: Any, split: str) -> dict[str, float]:
+    if not isinstance(values, dict):
+        raise TypeError(f"{split} is not an object")
+    for key, value in values.items():
+        if not is_metric_key(key):
+            raise ValueError(f"{split} has an unknown metric {str(key)[:40]!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ValueError(f"{split} {key} is {str(value)[:40]}, not a number in [0, 1]")
+    return {key.lower(): float(value) for key, value in values.items()}
+
+
 def check_finite(tensors: Mapping[str, torch.Tensor], where: str | Path) -> None:
     """Refuse weights holding NaN or inf: every score computed from them would be made up."""
+    import torch
+
     for name, tensor in tensors.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())

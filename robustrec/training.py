@@ -19,23 +19,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from robustrec.data.dataset import Dataset
 from robustrec.data.sampling import BPRSampler
 from robustrec.devices import resolve_device
 from robustrec.errors import ConfigError, DataError, RobustRecError
 from robustrec.evaluate import Evaluator
-from robustrec.io import atomic_path, check_output_folder, write_json, write_jsonl
+from robustrec.io import atomic_path, check_output_folder, write_json, write_jsonl, write_text
+from robustrec.metrics import METRICS, metric_key, parse_metric
 from robustrec.models import build_model
 from robustrec.numerics import reproducible
 from robustrec.optim import build_optimizer
+from robustrec.progress import progress as progress_report
 from robustrec.runs import (
     EVALUATION_FILE,
     LOG_FILE,
     METRICS_FILE,
     RUN_FILE,
     STATE_FILE,
+    TEXT_LOG_FILE,
     WEIGHTS_FILE,
     RunSpec,
     check_finite,
@@ -59,7 +61,7 @@ class TrainResult:
 
 
 #: Everything a run folder may hold; ``--overwrite`` removes these (and nothing else).
-RUN_FILES = (RUN_FILE, WEIGHTS_FILE, STATE_FILE, LOG_FILE, METRICS_FILE, EVALUATION_FILE)
+RUN_FILES = (RUN_FILE, WEIGHTS_FILE, STATE_FILE, LOG_FILE, TEXT_LOG_FILE, METRICS_FILE, EVALUATION_FILE)
 
 
 def check_run_folder(out: Path, spec: RunSpec, dataset: Dataset, overwrite: bool = False, resume: bool = True) -> bool:
@@ -126,7 +128,9 @@ def train(
     An interrupted run in ``out`` with the same configuration (thread count included) is resumed from
     its last finished epoch. Everything is validated and built before ``out`` is touched, so a
     rejected option leaves nothing behind. Torch runs deterministic kernels on ``spec.train.threads``
-    threads (default: the current number), see :mod:`robustrec.numerics`. ``max_epochs_this_call``
+    threads (default: 1, or $ROBUSTREC_THREADS, as in the CLI), see :mod:`robustrec.numerics`.
+    ``progress`` reports the epochs on stderr (:mod:`robustrec.progress`: a bar on a terminal, plain
+    lines otherwise); ``out/train.log`` gets one readable line per epoch either way. ``max_epochs_this_call``
     stops after that many epochs without finishing the run (returns ``None``); it exists to test
     resuming.
     """
@@ -159,7 +163,7 @@ def _train(dataset, spec, out, progress, resume, overwrite, max_epochs_this_call
     if not trains:
         save_weights(out / WEIGHTS_FILE, model, metadata)
         valid = valid_eval.evaluate(model).metrics
-        return _finish(out, model, test_eval, valid, best_epoch=0, epochs_run=0, stopped_early=False, log=[])
+        return _finish(out, model, test_eval, valid, best_epoch=0, epochs_run=0, stopped_early=False, log=[], cfg=cfg)
 
     sampler = BPRSampler(dataset, cfg.batch_size, device)
     sample_gen = torch.Generator().manual_seed(cfg.seed)
@@ -169,71 +173,68 @@ def _train(dataset, spec, out, progress, resume, overwrite, max_epochs_this_call
     log: list[dict[str, Any]] = []
     if resuming:
         state, log = _load_state(out, model, optimizer, strategy, sample_gen, model_gen)
-        write_jsonl(out / LOG_FILE, log)  # the log of the state resumed from, whatever was written after it
+        _write_logs(out, log, cfg)  # the logs of the state resumed from, whatever was written after it
 
     valid_key = cfg.valid_metric.lower()
     epochs_this_call = 0
-    bar = tqdm(
-        range(state["epoch"] + 1, cfg.epochs + 1),
-        desc=f"{spec.model}/{spec.strategy}",
-        unit="epoch",
-        disable=not progress,
-        initial=state["epoch"],
-        total=cfg.epochs,
-    )
+    report = progress_report(cfg.epochs, desc=f"train {spec.model}/{spec.strategy}", unit="epochs",
+                             enabled=progress, initial=state["epoch"])
     stopped_early = False
-    for epoch in bar:
-        model.train()
-        start = time.perf_counter()
-        model.pre_epoch(model_gen)
-        strategy.on_epoch_start(epoch, cfg.epochs)
-        total, batches = 0.0, 0
-        for batch in sampler.epoch(sample_gen, model_gen):
-            total += strategy.step(batch)
-            batches += 1
-        train_seconds = time.perf_counter() - start
-        loss = total / max(batches, 1)
-        if not math.isfinite(loss):
-            raise RobustRecError(f"training diverged: loss is {loss} at epoch {epoch}; try a lower --lr")
-        entry: dict[str, Any] = {"epoch": epoch, "loss": loss, "train_seconds": train_seconds, "eval_seconds": 0.0}
-        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+    with report as bar:  # closed (its last line printed) however the loop ends
+        for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+            model.train()
             start = time.perf_counter()
-            valid = valid_eval.evaluate(model).metrics
-            entry["eval_seconds"] = time.perf_counter() - start
-            entry["valid"] = valid
-            if valid[valid_key] > state["best_value"]:
-                state.update(best_value=valid[valid_key], best_epoch=epoch, bad=0, best_valid=valid)
-                save_weights(out / WEIGHTS_FILE, model, metadata)
-                entry["best"] = True
-            else:
-                state["bad"] += 1
-            bar.set_postfix(loss=f"{loss:.4f}", **{valid_key: f"{valid[valid_key]:.4f}"})
-        log.append(entry)
-        state["epoch"] = epoch
-        _save_state(out, state, log, model, optimizer, strategy, sample_gen, model_gen)
-        epochs_this_call += 1
-        # MMRec stops when cur_step > stopping_step: `patience` evaluations without a gain are
-        # tolerated, and the next one without a gain ends the run.
-        if state["bad"] > cfg.patience:
-            stopped_early = True
-            break
-        if max_epochs_this_call is not None and epochs_this_call >= max_epochs_this_call and epoch < cfg.epochs:
-            bar.close()
-            return None
-    bar.close()
+            model.pre_epoch(model_gen)
+            strategy.on_epoch_start(epoch, cfg.epochs)
+            total, batches = 0.0, 0
+            for batch in sampler.epoch(sample_gen, model_gen):
+                total += strategy.step(batch)
+                batches += 1
+            train_seconds = time.perf_counter() - start
+            loss = total / max(batches, 1)
+            if not math.isfinite(loss):
+                raise RobustRecError(f"training diverged: loss is {loss} at epoch {epoch}; try a lower --lr")
+            entry: dict[str, Any] = {"epoch": epoch, "loss": loss, "train_seconds": train_seconds, "eval_seconds": 0.0}
+            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+                start = time.perf_counter()
+                valid = valid_eval.evaluate(model).metrics
+                entry["eval_seconds"] = time.perf_counter() - start
+                entry["valid"] = valid
+                if valid[valid_key] > state["best_value"]:
+                    state.update(best_value=valid[valid_key], best_epoch=epoch, bad=0, best_valid=valid)
+                    save_weights(out / WEIGHTS_FILE, model, metadata)
+                    entry["best"] = True
+                else:
+                    state["bad"] += 1
+                bar.set_postfix(loss=f"{loss:.4f}", **{valid_key: f"{valid[valid_key]:.4f}"})
+            log.append(entry)
+            state["epoch"] = epoch
+            _save_state(out, state, log, model, optimizer, strategy, sample_gen, model_gen)
+            _write_logs(out, log, cfg)
+            bar.update()
+            epochs_this_call += 1
+            # MMRec stops when cur_step > stopping_step: `patience` evaluations without a gain are
+            # tolerated, and the next one without a gain ends the run.
+            if state["bad"] > cfg.patience:
+                stopped_early = True
+                break
+            if max_epochs_this_call is not None and epochs_this_call >= max_epochs_this_call and epoch < cfg.epochs:
+                return None
 
     tensors, _ = load_weights(out / WEIGHTS_FILE)
     model.load_state_dict(tensors)
     return _finish(
-        out, model, test_eval, state["best_valid"], state["best_epoch"], state["epoch"], stopped_early, log
+        out, model, test_eval, state["best_valid"], state["best_epoch"], state["epoch"], stopped_early, log, cfg
     )
 
 
-def _finish(out, model, test_eval, valid, best_epoch, epochs_run, stopped_early, log) -> TrainResult:
+def _finish(out, model, test_eval, valid, best_epoch, epochs_run, stopped_early, log, cfg) -> TrainResult:
     test = test_eval.evaluate(model).metrics
     train_times = [e["train_seconds"] for e in log]
     per_epoch = sum(train_times) / len(train_times) if train_times else 0.0
-    write_jsonl(out / LOG_FILE, log)
+    ending = "stopped early" if stopped_early else "finished"
+    _write_logs(out, log, cfg, f"{ending}: best epoch {best_epoch} of {epochs_run}, {per_epoch:.2f} s/epoch; "
+                f"test {_metric_text(test, cfg.valid_metric)}")
     write_json(
         out / METRICS_FILE,
         {
@@ -265,7 +266,31 @@ def _save_state(out, state, log, model, optimizer, strategy, sample_gen, model_g
     }
     with atomic_path(out / STATE_FILE) as tmp:
         torch.save(payload, tmp)
+
+
+def _write_logs(out: Path, log: list[dict[str, Any]], cfg, last_line: str | None = None) -> None:
+    """Rewrite the run's two logs from ``log``: ``log.jsonl`` for machines and ``train.log`` for
+    people (one line per epoch, and ``last_line`` once the run has finished)."""
     write_jsonl(out / LOG_FILE, log)
+    lines = [_epoch_line(entry, cfg) for entry in log]
+    write_text(out / TEXT_LOG_FILE, "".join(f"{line}\n" for line in [*lines, *([last_line] if last_line else [])]))
+
+
+def _epoch_line(entry: dict[str, Any], cfg) -> str:
+    """``epoch 3/60: loss=0.5012, 1.20 s train, 0.10 s eval; valid recall@20=0.0761 ... (best so far)``:
+    what the progress line shows, plus the validation metrics."""
+    line = (f"epoch {entry['epoch']}/{cfg.epochs}: loss={entry['loss']:.4f}, {entry['train_seconds']:.2f} s train, "
+            f"{entry['eval_seconds']:.2f} s eval")
+    if "valid" in entry:
+        line += f"; valid {_metric_text(entry['valid'], cfg.valid_metric)}"
+    return line + (" (best so far)" if entry.get("best") else "")
+
+
+def _metric_text(metrics: dict[str, float], valid_metric: str) -> str:
+    """The selection metric first, then every other metric at its cut-off (``recall@20=0.0761 ...``)."""
+    _, k = parse_metric(valid_metric)
+    keys = [valid_metric.lower()] + [metric_key(m, k) for m in METRICS if metric_key(m, k) != valid_metric.lower()]
+    return " ".join(f"{key}={metrics[key]:.4f}" for key in keys if key in metrics)
 
 
 def _load_state(out, model, optimizer, strategy, sample_gen, model_gen):

@@ -66,7 +66,7 @@ def test_train_writes_the_contract(run_dir):
 
 
 def test_evaluate_reproduces_the_test_metrics(run_dir, capsys):
-    assert main(["evaluate", "--run", str(run_dir)]) == 0
+    assert main(["evaluate", str(run_dir)]) == 0
     saved = json.loads((run_dir / "evaluation.json").read_text())
     assert saved["test"] == json.loads((run_dir / "metrics.json").read_text())["test"]
 
@@ -145,15 +145,15 @@ def test_corrupt_checkpoint_and_foreign_dataset(run_dir, tmp_path, capsys):
     broken = tmp_path / "broken"
     shutil.copytree(run_dir, broken)
     (broken / "model.safetensors").write_bytes(b"\0" * 40)
-    one_line_error(capsys, ["evaluate", "--run", str(broken)], "corrupt")
+    one_line_error(capsys, ["evaluate", str(broken)], "corrupt")
     other = write_tiny(tmp_path / "other", text=np.ones((30, 8), dtype=np.float32))
-    one_line_error(capsys, ["evaluate", "--run", str(run_dir), "--data", str(other)], "was trained on dataset")
-    one_line_error(capsys, ["evaluate", "--run", str(tmp_path)], "not a robustrec run folder")
+    one_line_error(capsys, ["evaluate", str(run_dir), "--data", str(other)], "was trained on dataset")
+    one_line_error(capsys, ["evaluate", str(tmp_path)], "not a robustrec run folder")
 
 
 def test_audit_noise_and_bad_input(run_dir, tmp_path, capsys):
     out = tmp_path / "audit"
-    assert main(["audit", "--run", str(run_dir), "--suite", "noise", "--sigma2", "0,1e-2", "--repeats", "2",
+    assert main(["audit", str(run_dir), "--suite", "noise", "--sigma2", "0,1e-2", "--repeats", "2",
                  "--out", str(out), "--no-progress"]) == 0
     (records,) = out.glob("*.jsonl")
     rows = [json.loads(line) for line in records.read_text().splitlines()]
@@ -168,8 +168,8 @@ def test_audit_noise_and_bad_input(run_dir, tmp_path, capsys):
         (["--suite", "noise", "--repeats", "0"], "repeats must be >= 1"),
         (["--suite", "caption", "--captioner", "file", "--captions", str(tmp_path / "none.csv")], "none.csv"),
     ]:
-        one_line_error(capsys, ["audit", "--run", str(run_dir), "--out", str(tmp_path / "bad"), *argv], match)
-    one_line_error(capsys, ["audit", "--run", str(tmp_path), "--suite", "noise", "--out", str(tmp_path / "bad")],
+        one_line_error(capsys, ["audit", str(run_dir), "--out", str(tmp_path / "bad"), *argv], match)
+    one_line_error(capsys, ["audit", str(tmp_path), "--suite", "noise", "--out", str(tmp_path / "bad")],
                    "not a robustrec run folder")
     assert not (tmp_path / "bad").exists()
 
@@ -188,7 +188,7 @@ def test_audit_caption_with_a_captions_file(tmp_path, capsys):
     assert main(["train", "--data", str(data), "--model", "vbpr", "--epochs", "1", "--out", str(run),
                  "--no-progress"]) == 0
     out = tmp_path / "audit"
-    assert main(["audit", "--run", str(run), "--suite", "caption", "--captioner", "file", "--captions",
+    assert main(["audit", str(run), "--suite", "caption", "--captioner", "file", "--captions",
                  str(captions), "--prob", "0,1", "--repeats", "2", "--out", str(out), "--no-progress"]) == 0
     (path,) = out.glob("*.jsonl")
     rows = [json.loads(line) for line in path.read_text().splitlines()]
@@ -197,9 +197,10 @@ def test_audit_caption_with_a_captions_file(tmp_path, capsys):
     full = [r for r in rows if r["severity"] == 1.0]
     with_image = sum(it.image is not None for it in items)
     assert all(r["details"]["changed_items"] == with_image for r in full)
-    one_line_error(capsys, ["audit", "--run", str(run), "--suite", "caption", "--captioner", "nope",
+    capsys.readouterr()  # the progress lines of building the shop
+    one_line_error(capsys, ["audit", str(run), "--suite", "caption", "--captioner", "nope",
                             "--out", str(tmp_path / "x")], "unknown captioner 'nope'")
-    one_line_error(capsys, ["audit", "--run", str(run), "--suite", "text-noise", "--out", str(tmp_path / "x"),
+    one_line_error(capsys, ["audit", str(run), "--suite", "text-noise", "--out", str(tmp_path / "x"),
                             "--data", str(tmp_path)], "no .inter file")
 
 
@@ -214,7 +215,7 @@ def parse_error(capsys, argv, match):
 
 def audit_argv(run_dir, out, *extra):
     repeats = [] if "--repeats" in extra else ["--repeats", "1"]
-    return ["audit", "--run", str(run_dir), *repeats, "--out", str(out), "--no-progress", *extra]
+    return ["audit", str(run_dir), *repeats, "--out", str(out), "--no-progress", *extra]
 
 
 @pytest.mark.parametrize("flags", [
@@ -230,19 +231,19 @@ def test_float_options_refuse_nan_and_inf(run_dir, tmp_path, capsys, flags):
 
 
 def test_integer_options_refuse_what_torch_cannot_hold(run_dir, tmp_path, capsys):
-    parse_error(capsys, audit_argv(run_dir, tmp_path / "out", "--suite", "noise", "--items", "9" * 30),
-                "out of range")
-    one_line_error(capsys, audit_argv(run_dir, tmp_path / "out", "--suite", "noise", "--seed", "9" * 30),
+    one_line_error(capsys, audit_argv(run_dir, tmp_path / "out", "--suite", "noise", "--suite-param",
+                                      "item_ids=" + "9" * 30), "out of range")
+    one_line_error(capsys, audit_argv(run_dir, tmp_path / "out", "--suite", "noise", "--perturbation-seed", "9" * 30),
                    "perturbation seed 999999999999999999999999999999 with 1 repeats is out of range")
-    one_line_error(capsys, audit_argv(run_dir, tmp_path / "out", "--suite", "noise", "--seed", "0", "--repeats",
-                                      "9" * 30), "out of range")
-    one_line_error(capsys, audit_argv(run_dir, tmp_path / "out", "--suite", "noise", "--items", "1,10000"),
-                   "item id 10000 is out of range")
+    one_line_error(capsys, audit_argv(run_dir, tmp_path / "out", "--suite", "noise", "--perturbation-seed", "0",
+                                      "--repeats", "9" * 30), "out of range")
+    one_line_error(capsys, audit_argv(run_dir, tmp_path / "out", "--suite", "noise", "--suite-param",
+                                      "item_ids=1,10000"), "item id 10000 is out of range")
     assert not (tmp_path / "out").exists()
 
 
 def test_an_unknown_device_is_a_parse_error(run_dir, tmp_path, capsys):
-    parse_error(capsys, ["evaluate", "--run", str(run_dir), "--device", "nope"], "unknown device 'nope'")
+    parse_error(capsys, ["evaluate", str(run_dir), "--device", "nope"], "unknown device 'nope'")
     parse_error(capsys, audit_argv(run_dir, tmp_path / "out", "--suite", "noise", "--device", "gpu:x"),
                 "unknown device")
 
@@ -285,7 +286,7 @@ def test_demo_checks_everything_before_training(tmp_path, capsys, monkeypatch):
         (["--out", out, "--captioner", "nope"], "unknown captioner 'nope'"),
         (["--out", out, "--metric", "recall@7"], "the demo's runs measure k = 5, 10, 20"),
         (["--out", out, "--metric", "recall"], "unknown metric"),
-        (["--out", out, "--prob", "1.5"], "--prob must be in [0, 1]"),
+        (["--out", out, "--prob", "1.5"], "must be in [0, 1], got 1.5"),
         (["--out", out, "--sigma2", "-1"], "must be >= 0"),
         (["--out", out, "--patience", "-1"], "patience"),
         (["--out", out, "--seeds", "1,1"], "--seeds must be distinct"),
@@ -347,7 +348,7 @@ def unfinished_run(run_dir, tmp_path):
 
 
 def test_auditing_an_unfinished_run_needs_an_opt_in(unfinished_run, run_dir, tmp_path, capsys):
-    argv = ["audit", "--run", str(run_dir), str(unfinished_run), "--suite", "noise", "--sigma2", "1e-4",
+    argv = ["audit", str(run_dir), str(unfinished_run), "--suite", "noise", "--sigma2", "1e-4",
             "--repeats", "1", "--out", str(tmp_path / "out"), "--no-progress"]
     err = one_line_error(capsys, argv, f"run {unfinished_run} has not finished training (no metrics.json)")
     assert "--allow-unfinished" in err and "robustrec train" in err
@@ -362,7 +363,7 @@ def test_auditing_an_unfinished_run_needs_an_opt_in(unfinished_run, run_dir, tmp
 
 
 def test_evaluating_an_unfinished_run_warns(unfinished_run, capsys):
-    assert main(["evaluate", "--run", str(unfinished_run)]) == 0
+    assert main(["evaluate", str(unfinished_run)]) == 0
     err = capsys.readouterr().err
     assert "warning" in err and "has not finished training" in err
     assert (unfinished_run / "evaluation.json").is_file()
@@ -375,7 +376,7 @@ def test_evaluate_checks_its_output_before_evaluating(run_dir, tmp_path, capsys)
     shutil.copytree(run_dir, run)
     (run / "evaluation.json").unlink(missing_ok=True)
     (run / "evaluation.json").mkdir()
-    one_line_error(capsys, ["evaluate", "--run", str(run)], "evaluation.json is a folder")
+    one_line_error(capsys, ["evaluate", str(run)], "evaluation.json is a folder")
     assert capsys.readouterr().out == ""
 
 

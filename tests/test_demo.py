@@ -6,8 +6,8 @@ import importlib.util
 
 import pytest
 
-from robustrec.cli.demo import DemoConfig, run_demo
 from robustrec.data.synthetic import make_synthetic
+from robustrec.demo import DemoConfig, run_demo
 
 
 @pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite_pytorch") is None,
@@ -24,6 +24,28 @@ def test_demo_writes_report_and_plots(tmp_path):
     for name in ("noise", "noise-relative", "caption"):
         assert (tmp_path / "out" / f"{name}.png").stat().st_size > 0
         assert (tmp_path / "out" / f"{name}.svg").stat().st_size > 0
+        assert (tmp_path / "out" / f"{name}.pdf").read_bytes().startswith(b"%PDF")
+    assert text.count("Decr. = (clean - perturbed) / clean") == 1  # the notes once, not per section
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "out" / "runs").rglob("model.safetensors")}
     run_demo(str(data), tmp_path / "out", config, progress=False)  # finished runs are reused, not retrained
     assert before == {p: p.stat().st_mtime_ns for p in (tmp_path / "out" / "runs").rglob("model.safetensors")}
+
+
+def test_the_demo_audits_are_registry_suites_checked_before_training(tmp_path, monkeypatch):
+    import robustrec.training
+    from robustrec.demo import audit_config, demo_audits
+    from robustrec.errors import ConfigError
+
+    config = DemoConfig()
+    names = [audit_config(part, config).severity_name for part in demo_audits(config)]
+    assert names == ["sigma2", "scale", "prob"]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the demo trained before checking its audits")
+
+    monkeypatch.setattr(robustrec.training, "train", no_training)
+    for bad, match in (({"probs": (0.1, 1.5)}, r"caption probability must be in \[0, 1\]"),
+                       ({"scales": (-1.0,)}, "noise severity must be >= 0")):
+        with pytest.raises(ConfigError, match=match):
+            run_demo(None, tmp_path / "out", DemoConfig(**bad), progress=False)
+    assert not (tmp_path / "out").exists()

@@ -162,7 +162,7 @@ def valid(tmp_path_factory):
         run_cli(["train", "--data", str(data), "--model", "vbpr", "--strategy", strategy, "--epochs", "1",
                  "--batch-size", "64", "--out", str(out), "--no-progress"], allowed=(0,))
     audit = root / "audit"
-    run_cli(["audit", "--run", str(run), str(mirror), "--suite", "noise", "--sigma2", "1e-4,1e-2", "--repeats",
+    run_cli(["audit", str(run), str(mirror), "--suite", "noise", "--sigma2", "1e-4,1e-2", "--repeats",
              "2", "--out", str(audit), "--no-progress"], allowed=(0,))
     baseline = root / "baseline.json"
     run_cli(["report", str(audit), "--format", "json", "--out", str(baseline)], allowed=(0,))
@@ -272,8 +272,8 @@ def test_run_folder(valid, data):
         run = Path(tmp) / "run"
         shutil.copytree(valid["run"], run)
         (run / which).write_bytes(content)
-        run_cli(["evaluate", "--run", str(run)])
-        run_cli(["audit", "--run", str(run), "--suite", "noise", "--sigma2", "1e-4", "--repeats", "1",
+        run_cli(["evaluate", str(run)])
+        run_cli(["audit", str(run), "--suite", "noise", "--sigma2", "1e-4", "--repeats", "1",
                  "--out", str(Path(tmp) / "out"), "--no-progress", "--allow-unfinished"])
 
 
@@ -292,7 +292,7 @@ def test_captions_file(caption_setup, data):
     with scratch() as tmp:
         captions = Path(tmp) / ("captions.jsonl" if as_jsonl else "captions.csv")
         captions.write_bytes(content)
-        run_cli(["audit", "--run", str(caption_setup["run"]), "--suite", "caption", "--captioner", "file",
+        run_cli(["audit", str(caption_setup["run"]), "--suite", "caption", "--captioner", "file",
                  "--captions", str(captions), "--prob", "1", "--repeats", "1", "--out", str(Path(tmp) / "out"),
                  "--caption-cache", str(Path(tmp) / "cache"), "--no-progress", "--no-per-user"])
 

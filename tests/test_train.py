@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -39,6 +40,33 @@ def test_resume_equals_uninterrupted(tiny, tmp_path, strategy):
     logs = [(tmp_path / d / "log.jsonl").read_text().splitlines() for d in ("full", "part")]
     assert [json.loads(x)["loss"] for x in logs[0]] == [json.loads(x)["loss"] for x in logs[1]]
     assert not (tmp_path / "part" / "state.pt").exists()
+    texts = [without_times((tmp_path / d / "train.log").read_text()) for d in ("full", "part")]
+    assert texts[0] == texts[1]  # the readable log is rebuilt from the resumed state too
+
+
+def without_times(text):
+    return re.sub(r"[0-9.]+ s\b", "T s", text)
+
+
+def test_a_readable_log_beside_log_jsonl(tiny, tmp_path):
+    result = train(tiny, spec(epochs=3), tmp_path / "run", progress=False)
+    entries = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    lines = (tmp_path / "run" / "train.log").read_text().splitlines()
+    epoch_lines = [line for line in lines if line.startswith("epoch ")]
+    assert len(epoch_lines) == len(entries) == 3
+    for line, entry in zip(epoch_lines, entries):
+        assert line.startswith(f"epoch {entry['epoch']}/3: loss={entry['loss']:.4f}"), line
+        assert f"recall@20={entry['valid']['recall@20']:.4f}" in line and "ndcg@20=" in line
+        assert ("best so far" in line) == bool(entry.get("best"))
+    assert lines[-1].startswith(f"finished: best epoch {result.best_epoch} of 3")
+    assert f"test recall@20={result.test['recall@20']:.4f}" in lines[-1]
+
+
+def test_training_progress_is_plain_lines_off_a_terminal(tiny, tmp_path, capsys):
+    train(tiny, spec(epochs=2), tmp_path / "run", progress=True)
+    err = capsys.readouterr().err
+    assert "train vbpr/plain: 2/2 epochs (100%)" in err and "loss=" in err and "recall@20=" in err
+    assert "\r" not in err  # no bar redraws in a log
 
 
 def test_outputs_and_metric_keys(tiny, tmp_path):

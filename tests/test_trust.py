@@ -18,6 +18,7 @@ from robustrec.cli import main
 from robustrec.devices import resolve_device
 from robustrec.errors import ConfigError, DataError
 from robustrec.evaluate import Evaluator
+from robustrec.numerics import default_threads
 from robustrec.runs import RunSpec, TrainConfig, open_run
 from robustrec.training import train
 from tests.conftest import make_tiny_dataset
@@ -103,12 +104,13 @@ def test_training_restores_the_callers_torch_settings(tiny, tmp_path):
 def test_thread_count_is_recorded_and_part_of_the_identity(tiny, tmp_path):
     train(tiny, mid_spec("vbpr", threads=None, epochs=1), tmp_path / "run", progress=False)
     info = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert info["spec"]["train"]["threads"] == torch.get_num_threads()
-    assert info["provenance"]["numerics"]["threads"] == torch.get_num_threads()
+    # no thread count: robustrec's default (1, or $ROBUSTREC_THREADS), as on the command line
+    assert info["spec"]["train"]["threads"] == default_threads()
+    assert info["provenance"]["numerics"]["threads"] == default_threads()
     assert info["provenance"]["numerics"]["deterministic_kernels"] is True
     one, two = mid_spec("vbpr", threads=1), mid_spec("vbpr", threads=2)
     assert one.config_hash() != two.config_hash()
-    assert info["config_hash"] == mid_spec("vbpr", threads=torch.get_num_threads(), epochs=1).config_hash()
+    assert info["config_hash"] == mid_spec("vbpr", threads=default_threads(), epochs=1).config_hash()
 
 
 def test_spec_without_thread_count_keeps_its_old_hash():
@@ -300,7 +302,7 @@ def test_nan_weights_evaluate_is_exit_2(tiny_folder, tmp_path, capsys):
     path = run / "model.safetensors"
     tensors = {k: torch.full_like(v, float("nan")) for k, v in load_file(str(path)).items()}
     save_file(tensors, str(path))
-    code, err = cli(["evaluate", "--run", str(run)], capsys)
+    code, err = cli(["evaluate", str(run)], capsys)
     assert code == 2 and "NaN" in err and one_line(err)
     assert not (run / "evaluation.json").exists()
 

@@ -1,56 +1,58 @@
-"""``robustrec audit``: evaluate saved runs under a perturbation suite and write result records."""
+"""``robustrec audit``: evaluate saved runs under a perturbation suite and write result records.
+
+Nothing here names a suite. ``--suite``'s choices, ``--severity``'s meaning, the ``--suite-param``
+options and the severity aliases (``--sigma2``, ``--scale``, ``--prob``: one per severity name a suite
+declares) all come from the suite registry, :data:`perturbations.PERTURBATIONS`; what a suite needs
+besides its options (a caption source) it takes from the audit's :class:`perturbations.SuiteContext`.
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
+import functools
+import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from robustrec.cli.common import add_device_argument, device_name, float_list, int_list
+from robustrec.cli.common import add_device_argument, add_runs_argument, device_name, float_list, runs_given
 from robustrec.errors import ConfigError
 from robustrec.io import check_output_folder
 
-SUITE_HELP = (
-    "noise: Gaussian noise in learnable embedding tables (paper Table 4); caption: image captions "
-    "inserted into item text and re-encoded (Table 5); image-noise / text-noise: noise on raw features"
-)
+#: Flags that suites' options replaced: flag -> what to give instead ({} is the value given).
+REPLACED = {
+    "--seed": "--perturbation-seed {} (the seed of the perturbation draws; the runs keep their training seeds)",
+    "--noise-scale": "--suite-param noise_scale={}",
+    "--target": "--suite-param target={}",
+    "--items": "--suite-param item_ids={}",
+    "--position": "--suite-param position={}",
+}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from perturbations import PERTURBATIONS  # imports torch: only when the audit command is chosen
+
+    suites = {name: PERTURBATIONS.get(name) for name in PERTURBATIONS.names()}
     p = sub.add_parser(
         "audit",
         help="evaluate trained runs under a perturbation suite",
         description="Evaluate each run clean once, then under the suite at each severity with R repeats; "
         "write one result record per (run, severity, repeat) to --out. No retraining.",
     )
-    p.add_argument("--run", nargs="+", action="extend", required=True, metavar="RUN",
-                   help="run folder(s); repeat or give several (e.g. runs/freedom-plain/seed-*)")
-    p.add_argument("--suite", required=True, choices=("noise", "caption", "image-noise", "text-noise"),
-                   help=SUITE_HELP)
-    p.add_argument("--sigma2", type=float_list, help="noise: variance(s) of absolute noise (default 1e-6)")
-    p.add_argument("--noise-scale", choices=("absolute", "relative"), default="absolute",
-                   help="noise: absolute eps~N(0, sigma2) (paper) or relative eps~N(0, (s*std(T))^2)")
-    p.add_argument("--scale", type=float_list,
-                   help="relative noise / image-noise / text-noise: scale factor(s) s (default 0.1)")
-    p.add_argument("--target", choices=("items", "embeddings", "parameters"), default="items",
-                   help="noise: item embedding tables (default), all embedding tables, or all parameters")
-    p.add_argument("--items", type=int_list, help="noise: only these item ids (comma-separated)")
-    p.add_argument("--prob", type=float_list, help="caption: insertion probability(ies) p (default 0.01)")
-    p.add_argument("--position", choices=("append", "prepend", "random"), default="append",
-                   help="caption: where the caption goes in the item text")
-    p.add_argument("--captioner", default="imagenet", help="caption: imagenet (offline), blip2 or file")
-    p.add_argument("--captions", metavar="FILE", help="caption: CSV/JSONL of item id -> caption (--captioner file)")
-    p.add_argument("--captioner-model", metavar="PATH_OR_ID", help="caption: BLIP-2 weights folder or hub id")
-    p.add_argument("--captioner-prompt", help="caption: BLIP-2 prompt (default none)")
-    p.add_argument("--captioner-device", type=device_name, default=None,
-                   help="caption: device for the captioner (default --device)")
-    p.add_argument("--caption-cache", metavar="DIR",
-                   help="caption cache folder (default $ROBUSTREC_CACHE/captions or ~/.cache/robustrec/captions)")
-    p.add_argument("--images", metavar="DIR", help="caption: folder that relative image paths resolve against")
-    p.add_argument("--repeats", type=int, default=10, help="repeats per severity (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="perturbation seed (repeat r uses the same draw for every run)")
-    p.add_argument("--split", choices=("test", "valid"), default="test")
+    add_runs_argument(p, help="run folder(s), e.g. runs/freedom-plain/seed-*")
+    p.add_argument("--suite", required=True, choices=list(suites), metavar="SUITE",
+                   help="; ".join(f"{name}: {suite.summary}" for name, suite in suites.items()))
+    p.add_argument("--severity", type=float_list, metavar="V,V,...",
+                   help="severities, comma-separated; per suite: "
+                   + "; ".join(f"{name}: {suite.severity_help()}" for name, suite in suites.items()))
+    p.add_argument("--suite-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a suite option (repeatable); the options and their defaults: "
+                   + "; ".join(f"{name}: {options_help(suite)}" for name, suite in suites.items()))
+    add_severity_aliases(p, suites)
+    p.add_argument("--repeats", type=int, default=10, help="repeats per severity")
+    p.add_argument("--perturbation-seed", type=int, default=0,
+                   help="seed of the perturbation draws: repeat r draws the same for every run and severity")
+    p.add_argument("--split", choices=("test", "valid"), default="test", help="the split to evaluate")
     p.add_argument("--data", metavar="DIR", help="dataset folder (default: each run's own)")
     add_device_argument(p)
     p.add_argument("--no-per-user", action="store_true", help="do not store per-user metric values")
@@ -58,38 +60,99 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="audit runs whose training has not finished (their best checkpoint so far); "
                         "the records say so in provenance.run_finished")
     p.add_argument("--out", required=True, help="folder for the result records")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=run)
+    captions = p.add_argument_group("caption source", "for suites that insert image captions")
+    captions.add_argument("--captioner", default="imagenet", help="imagenet (offline), blip2 or file")
+    captions.add_argument("--captions", metavar="FILE", help="CSV/JSONL of item id -> caption (--captioner file)")
+    captions.add_argument("--captioner-model", metavar="PATH_OR_ID", help="BLIP-2 weights folder or hub id")
+    captions.add_argument("--captioner-prompt", help="BLIP-2 prompt (default none)")
+    captions.add_argument("--captioner-device", type=device_name, default=None,
+                          help="device for the captioner (default --device)")
+    captions.add_argument("--caption-cache", metavar="DIR",
+                          help="caption cache folder (default $ROBUSTREC_CACHE/captions or ~/.cache/robustrec/captions)")
+    captions.add_argument("--images", metavar="DIR", help="folder that relative image paths resolve against")
+    for flag in REPLACED:
+        p.add_argument(flag, action=Replaced, help=argparse.SUPPRESS)
+    p.set_defaults(func=run, replaced=[])
 
 
-def severities(args: argparse.Namespace) -> tuple[float, ...]:
-    chosen = {
-        "noise": args.sigma2 if args.noise_scale == "absolute" else args.scale,
-        "caption": args.prob,
-        "image-noise": args.scale,
-        "text-noise": args.scale,
-    }[args.suite]
-    if args.suite == "noise" and args.noise_scale == "relative" and args.sigma2:
-        raise ConfigError("relative noise takes --scale, not --sigma2")
-    if chosen is None and args.suite == "noise" and args.noise_scale == "relative":
-        chosen = (0.1,)
-    for value in chosen or ():
-        if args.suite == "caption" and not 0.0 <= value <= 1.0:
-            raise ConfigError(f"--prob must be in [0, 1], got {value}")
-        if value < 0:
-            raise ConfigError(f"severity must be >= 0, got {value}")
-    return tuple(chosen or ())
+# ---- help and flags made from the registry -------------------------------------------------------------
+def options_help(suite: Any) -> str:
+    """``"noise_scale=absolute|relative (default absolute), item_ids=INT,... (default none)"``."""
+    try:
+        hints = typing.get_type_hints(suite.__init__)
+    except Exception:  # an annotation that does not resolve: show the names without their forms
+        hints = {}
+    parts = [f"{name}={value_form(hints.get(name, str))} (default {_default_text(param.default)})"
+             for name, param in suite.options().items()]
+    return ", ".join(parts) or "none"
 
 
+def value_form(hint: Any) -> str:
+    """What an option's value looks like, from its annotation: choices, INT, FLOAT,..., STR."""
+    origin, args = typing.get_origin(hint), [a for a in typing.get_args(hint) if a is not type(None)]
+    if origin is typing.Literal:
+        return "|".join(map(str, typing.get_args(hint)))
+    if origin in (tuple, list) and args:
+        return f"{value_form(args[0])},..."
+    if args:  # Optional[X], X | None
+        return value_form(args[0])
+    return getattr(hint, "__name__", str(hint)).upper()
+
+
+def _default_text(value: Any) -> str:
+    return "none" if value is None else str(value)
+
+
+def add_severity_aliases(parser: argparse.ArgumentParser, suites: dict[str, Any]) -> None:
+    """``--NAME V,...`` for every severity name a suite declares: ``--severity`` for suites whose
+    severity is called NAME (checked in :func:`severities`)."""
+    names = sorted({name for suite in suites.values() for name in suite.severity_names()})
+    aliases = []
+    for name in names:
+        users = ", ".join(s for s, suite in suites.items() if name in suite.severity_names())
+        try:
+            parser.add_argument(f"--{name.replace('_', '-')}", dest=f"severity_alias_{name}", type=float_list,
+                                metavar="V,V,...", help=f"--severity, for suites whose severity is {name} ({users})")
+        except argparse.ArgumentError:  # a name that is already an option: reachable through --severity
+            continue
+        aliases.append(name)
+    parser.set_defaults(severity_aliases=tuple(aliases))
+
+
+class Replaced(argparse.Action):
+    """A flag that was replaced: remembered, and refused with the replacement in :func:`run` (a
+    one-line error, as every other bad input)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        namespace.replaced = [*namespace.replaced, (option_string, values)]
+
+
+def severities(args: argparse.Namespace, suite: Any, params: dict[str, Any]) -> tuple[float, ...]:
+    """The severities given with --severity or one alias (the suite's default when none is)."""
+    given = {f"--{name}": getattr(args, f"severity_alias_{name}") for name in args.severity_aliases
+             if getattr(args, f"severity_alias_{name}") is not None}
+    if args.severity is not None:
+        given["--severity"] = args.severity
+    if len(given) > 1:
+        raise ConfigError(f"give the severities once (got {' and '.join(given)})")
+    if not given:
+        return ()
+    flag, values = next(iter(given.items()))
+    measured = suite.severity_name_for(params)
+    if flag != "--severity" and flag != f"--{measured}":
+        raise ConfigError(f"{flag} does not apply to suite {suite.name}, whose severity is {measured}: use --severity")
+    return tuple(values)
+
+
+# ---- the caption source, built only when a suite asks for it ---------------------------------------------
 def default_cache() -> Path:
-    return Path(os.environ.get("ROBUSTREC_CACHE", Path.home() / ".cache" / "robustrec")) / "captions"
+    from robustrec.media.cache import cache_root
+
+    return cache_root() / "captions"
 
 
-def caption_factory(args: argparse.Namespace):
-    """Build the caption source lazily: dataset -> (item indices -> captions), through the cache."""
-    from captioning import CaptionCache, build_captioner
-    from perturbations.caption import caption_source
-
+def captioner_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The --captioner options, checked for consistency (before any work)."""
     options: dict[str, Any] = {}
     if args.captioner == "file":
         if not args.captions:
@@ -103,33 +166,44 @@ def caption_factory(args: argparse.Namespace):
         options["prompt"] = args.captioner_prompt
     if args.captioner != "file":
         options["device"] = args.captioner_device or args.device
-    captioner = build_captioner(args.captioner, **options)
-    cache = CaptionCache(Path(args.caption_cache) if args.caption_cache else default_cache())
+    return options
 
-    return lambda dataset: caption_source(captioner, cache, dataset)
+
+def captions_factory(args: argparse.Namespace) -> Callable[[Any], Any]:
+    """dataset -> caption source through the cache. The captioner (a model to load) is built on the
+    first call, which only a suite that inserts captions makes."""
+    from captioning import CaptionCache, build_captioner
+    from perturbations.caption import caption_source
+
+    options = captioner_options(args)
+    captioner = functools.cache(lambda: build_captioner(args.captioner, **options))
+    cache = CaptionCache(Path(args.caption_cache) if args.caption_cache else default_cache())
+    return lambda dataset: caption_source(captioner(), cache, dataset, progress=not args.no_progress)
 
 
 def run(args: argparse.Namespace) -> int:
-    from perturbations import AuditConfig, audit
+    from perturbations import PERTURBATIONS, AuditConfig, audit, parse_suite_params
 
+    if args.replaced:
+        flag, value = args.replaced[0]
+        raise ConfigError(f"{flag} was {'renamed' if flag == '--seed' else 'replaced by'} "
+                          f"{REPLACED[flag].format(value)}")
+    runs = runs_given(args, "audit")
     check_output_folder(args.out)  # before any work, the captioner included
     if args.caption_cache:
         check_output_folder(args.caption_cache, "--caption-cache")
+    params = parse_suite_params(args.suite, args.suite_param)
     config = AuditConfig(
         suite=args.suite,
-        severities=severities(args),
+        params=params,
+        severities=severities(args, PERTURBATIONS.get(args.suite), params),
         repeats=args.repeats,
-        seed=args.seed,
+        perturbation_seed=args.perturbation_seed,
         device=args.device,
         split=args.split,
-        noise_scale=args.noise_scale,
-        target=args.target,
-        item_ids=tuple(args.items) if args.items else None,
-        position=args.position,
         per_user=not args.no_per_user,
     )
-    factory = caption_factory(args) if args.suite == "caption" else None
-    paths = audit(args.run, config, args.out, data=args.data, captions_factory=factory,
+    paths = audit(runs, config, args.out, data=args.data, captions_factory=captions_factory(args),
                   progress=not args.no_progress, images_root=args.images, allow_unfinished=args.allow_unfinished)
     for path in paths:
         print(path)

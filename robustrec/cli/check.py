@@ -4,27 +4,22 @@ from __future__ import annotations
 
 import argparse
 
-from reports.check import (
-    DEFAULT_METRIC,
-    MIRROR_NOT_WORSE,
-    REQUIREMENTS,
-    check,
-    parse_max_drop,
-    parse_min_clean,
-)
+from reports.check import MIRROR_NOT_WORSE, REQUIREMENTS, check, parse_max_drop, parse_min_clean
 from robustrec.cli.common import finite_float
 from robustrec.errors import ConfigError
 from robustrec.io import check_output_file
+from robustrec.metrics import DEFAULT_METRIC
 
 DESCRIPTION = """\
 Fail (exit status 1) when audit results exceed their robustness budgets; exit 2 on bad input
 (missing or unreadable results or baseline, unknown metric, malformed budget), 0 when all is within
-budget. Drops are relative: Decr. = (clean - perturbed) / clean, mean over seeds."""
+budget. Drops are relative: Decr. = (clean - perturbed) / clean, mean over seeds, of one metric
+(--metric, default recall@20)."""
 
 EPILOG = """\
 budgets:
   --max-drop 0.05 | 5%                 every drop at most 5%
-  --max-drop 1e-6=0.02,1e-4=0.1        per severity (severities without a budget are not checked)
+  --max-drop 1e-6=0.02,1e-4=0.1        per severity (severities without a budget are skipped)
   --max-drop 10%,1e-6=2%               a default and per-severity overrides
   --min-clean recall@20=0.3            clean metric at least 0.3 (repeatable)
   --baseline saved.json --tolerance T  drop may exceed the saved report's drop by at most T (a fraction:
@@ -33,9 +28,14 @@ budgets:
   --require mirror-not-worse           every mirror strategy drops at most as much as the strategy it
                                        adds MG to (plain for mirror, amr for amr+mirror) + tolerance
 
+JUnit (--junit): one test case per check, each with its measured value, budget and baseline in its
+output and properties, and a time; a severity the results have but the budget or the baseline report
+lacks is a skipped case with the reason.
+
 examples:
-  robustrec check runs/audit --max-drop 5% --metric recall@20 --junit check.xml
-  robustrec check runs/audit --baseline main-report.json --tolerance 0.01 --require mirror-not-worse"""
+  robustrec check results --max-drop 5% --junit check.xml
+  robustrec check results --max-drop 5% --metric recall@5               (the paper's metric)
+  robustrec check results --baseline main-report.json --tolerance 0.01 --require mirror-not-worse"""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -50,8 +50,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="smallest allowed clean value of METRIC (repeatable)")
     parser.add_argument("--baseline", metavar="FILE", help="saved JSON report (robustrec report --format json)")
     parser.add_argument("--tolerance", type=_tolerance, default=0.0, metavar="T",
-                        help="absolute slack for --baseline and --require (default: 0)")
-    parser.add_argument("--metric", default=DEFAULT_METRIC, help=f"metric whose drops are checked (default: {DEFAULT_METRIC})")
+                        help="absolute slack for --baseline and --require")
+    parser.add_argument("--metric", default=DEFAULT_METRIC, help="metric whose drops are checked")
     parser.add_argument("--require", action="append", default=[], choices=REQUIREMENTS,
                         help="an extra rule to enforce (repeatable)")
     parser.add_argument("--junit", metavar="FILE", help="write a JUnit XML report (one test case per check)")

@@ -1,16 +1,21 @@
-"""Helpers shared by the CLI commands."""
+"""Helpers shared by the CLI commands (torch-free: the light commands import this module too)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from robustrec.data.dataset import Dataset
 from robustrec.devices import parse_device
 from robustrec.errors import ConfigError
+from robustrec.io import dumps_json
+from robustrec.metrics import METRICS, parse_metric
+
+if TYPE_CHECKING:
+    from robustrec.data.dataset import Dataset
 
 
 def add_data_argument(parser: argparse.ArgumentParser) -> None:
@@ -57,10 +62,11 @@ def runs_given(args: argparse.Namespace, command: str, many: bool = True) -> lis
     return runs
 
 
-def open_data(path: str | Path | None) -> Dataset:
+def open_data(path: str | Path | None, progress: bool = True) -> Dataset:
+    """The dataset at ``path``; the embedded one when None (built on first use, with progress)."""
     from robustrec.data import open_dataset
 
-    return open_dataset(path)
+    return open_dataset(path, progress=progress)
 
 
 #: Integers given on the command line become torch int64 values (item ids, seeds): beyond this
@@ -107,9 +113,55 @@ def _short(text: str, limit: int = 40) -> str:
     return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
 
 
-def print_metrics(title: str, metrics: dict[str, float]) -> None:
-    print(title)
-    print(json.dumps({k: round(v, 4) for k, v in metrics.items()}, indent=None))
+def add_json_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON document (for machines) instead of the table")
+
+
+def print_json(document: Any) -> None:
+    """``document`` as indented JSON on stdout (NaN and infinity refused, as in every file written)."""
+    print(dumps_json(document, "<stdout>", indent=2))
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """An aligned plain-text table: columns two spaces apart, numbers right-aligned, ``None`` as "-"."""
+    cells = [[_cell(value) for value in row] for row in rows]
+    widths = [max(len(str(h)), *(len(row[i]) for row in cells)) for i, h in enumerate(headers)]
+    numeric = [bool(rows) and all(_is_number(row[i]) for row in rows) for i in range(len(headers))]
+
+    def line(values: Sequence[str]) -> str:
+        padded = (v.rjust(w) if right else v.ljust(w) for v, w, right in zip(values, widths, numeric))
+        return "  ".join(padded).rstrip()
+
+    return "\n".join([line(list(map(str, headers))), *(line(row) for row in cells)])
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _is_number(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def metrics_table(splits: Mapping[str, Mapping[str, float]]) -> str:
+    """Metrics of several splits as one table: a row per (split, k), a column per metric.
+
+    ``{"valid": {"recall@20": ..}, "test": {..}}`` -> ::
+
+        split   k  recall  precision     map    ndcg     hit
+        valid  20  0.0812     0.0204  0.0311  0.0455  0.3125
+    """
+    names = [m for m in METRICS if any(parse_metric(key)[0] == m for values in splits.values() for key in values)]
+    rows = []
+    for split, values in splits.items():
+        for k in sorted({parse_metric(key)[1] for key in values}):
+            rows.append([split, k, *(values.get(f"{m}@{k}") for m in names)])
+    return format_table(["split", "k", *names], rows)
 
 
 def require(condition: bool, message: str) -> None:

@@ -63,7 +63,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                             help="feature cache (default $ROBUSTREC_CACHE or ~/.cache/robustrec)")
     processing.add_argument("--no-cache", action="store_true", help="encode everything, cache nothing")
     processing.add_argument("--batch-size", type=int, default=64, metavar="N", help="encoder batch size (default 64)")
-    processing.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
     return parser
 
@@ -85,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     common = dict(
         images=args.images, k_core=args.k_core, seed=args.seed, text_encoder=args.text_encoder,
         image_encoder=args.image_encoder, cache_dir=args.cache, use_cache=not args.no_cache,
-        batch_size=args.batch_size, progress=not args.quiet,
+        batch_size=args.batch_size, progress=not args.no_progress,
     )
     if args.format == "csv":
         text_cols = [c.strip() for c in args.text_cols.split(",") if c.strip()] if args.text_cols else None

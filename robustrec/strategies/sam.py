@@ -64,6 +64,7 @@ from robustrec.strategies.replay import rewinder
 
 class SAM(Strategy):
     name = "sam"
+    summary = "Sharpness-Aware Minimization (Foret et al., ICLR 2021): descend from the worst point within rho"
 
     def __init__(self, rho: float = 0.05, objective: Strategy | None = None) -> None:
         rho = checks.positive(self.name, "rho", rho)
@@ -216,6 +217,7 @@ class _SparseSAM(SAM):
 
 class SSAMFisher(_SparseSAM):
     name = "ssam-f"
+    summary = "Sparse SAM with a Fisher-information mask (Mi et al., NeurIPS 2022)"
 
     def __init__(
         self,
@@ -281,6 +283,7 @@ class SSAMFisher(_SparseSAM):
 
 class SSAMDynamic(_SparseSAM):
     name = "ssam-d"
+    summary = "Sparse SAM with a dynamic sparse mask, dropped and regrown (Mi et al., NeurIPS 2022)"
 
     def __init__(
         self,

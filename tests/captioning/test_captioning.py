@@ -27,8 +27,8 @@ from captioning import (
     image_sha256,
     imagenet_labels,
 )
-from robustrec.data.images import open_image
 from robustrec.errors import ConfigError, DataError
+from robustrec.media.images import open_image
 from tests.data.image_helpers import png_declaring
 
 REPO = Path(__file__).resolve().parents[2]
@@ -160,13 +160,17 @@ class CountingCaptioner(Captioner):
 
 
 def test_importing_captioning_stays_light() -> None:
-    """The shared image helper lives in robustrec.data, whose package must not pull in torch."""
+    """Captioning shares its image, cache and model helpers with the encoders through robustrec.media,
+    not robustrec.data (the dependency runs captioning <- perturbations -> robustrec), and stays light."""
     import subprocess
     import sys
 
-    code = "import sys, captioning; print('torch' in sys.modules)"
+    code = "import sys, captioning; print(' '.join(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    modules = set(out.stdout.split())
+    assert "captioning.imagenet" in modules  # the check saw a real import
+    assert "torch" not in modules
+    assert sorted(m for m in modules if m.startswith("robustrec.data")) == []
 
 
 def test_registry_lists_the_backends() -> None:
@@ -446,6 +450,19 @@ def test_second_call_is_served_from_the_cache(tmp_path: Path, image_paths: list[
         cached_caption_items(again, items, CaptionCache(tmp_path)) == first
     )  # a fresh cache object reads disk
     assert again.batches == []
+
+
+def test_captioning_reports_progress_only_when_asked(
+    tmp_path: Path, image_paths: list[Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("ROBUSTREC_PROGRESS_INTERVAL", "0")
+    items = [(p.stem, p) for p in image_paths]
+    cached_caption_items(CountingCaptioner(batch_size=3), items[:2], CaptionCache(tmp_path))
+    assert capsys.readouterr().err == ""  # off by default
+    cached_caption_items(CountingCaptioner(batch_size=3), items, CaptionCache(tmp_path), progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    misses = len(items) - 2  # the first two are cached: only the misses are counted
+    assert lines[-1].startswith(f"captioning (counting): {misses}/{misses} images (100%)")
 
 
 def test_changing_the_spec_misses_the_cache(tmp_path: Path, image_paths: list[Path]) -> None:

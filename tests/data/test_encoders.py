@@ -243,3 +243,14 @@ def test_text_encoder_for_checks_the_width(tmp_path):
     dataset = load_dataset(_folder(tmp_path, 12, {"text": HashingTextEncoder(dim=16).spec()}))
     with pytest.raises(DataError, match="12-d"):
         text_encoder_for(dataset)
+
+
+def test_encoding_reports_progress_through_robustrec_progress(tmp_path, monkeypatch, capsys):
+    """Plain lines (not a tqdm bar's carriage returns) when stderr is not a terminal; nothing when off."""
+    monkeypatch.setenv("ROBUSTREC_PROGRESS_INTERVAL", "0")
+    encode_texts(HashingTextEncoder(), ["a", "b", "c"], tmp_path, batch_size=2, progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert err.splitlines()[-1].startswith("encoding (hashing): 3/3 items (100%)")
+    encode_texts(HashingTextEncoder(), ["d", "e"], tmp_path, progress=False)
+    assert capsys.readouterr().err == ""

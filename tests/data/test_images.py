@@ -18,11 +18,11 @@ from PIL import Image
 from perturbations.caption import check_image_paths
 from robustrec.data import load_dataset
 from robustrec.data.encoders import PixelImageEncoder, encode_image_files
-from robustrec.data.images import UnreadableImage, check_image, file_sha256, open_image, read_image
 from robustrec.data.ingest import copy_images, ingest_csv
 from robustrec.data.mmrec import write_dataset
 from robustrec.errors import DataError
 from robustrec.io import read_jsonl
+from robustrec.media.images import UnreadableImage, check_image, file_sha256, open_image, read_image
 
 from .image_helpers import png_declaring
 

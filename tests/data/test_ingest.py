@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from robustrec.cli import ingest as ingest_cli
 from robustrec.data import load_dataset
 from robustrec.data.encoders import HashingTextEncoder, PixelImageEncoder, text_encoder_for
 from robustrec.data.ingest import (
@@ -390,9 +389,10 @@ def test_bad_options_are_config_errors(tmp_path):
 
 # ---- the CLI command ---------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="robustrec")
-    ingest_cli.add_parser(parser.add_subparsers(dest="command", required=True))
-    return parser
+    """The real command line (with the global options such as --quiet), the ingest command in full."""
+    from robustrec.cli import build_parser
+
+    return build_parser(["ingest"])
 
 
 def test_cli_ingest_runs_the_api(tmp_path, capsys):
@@ -489,3 +489,13 @@ def test_unwritable_out_is_one_line_before_any_work(tmp_path):
     ratings, _, _ = _shop(tmp_path)
     with pytest.raises(ConfigError, match="cannot write in /proc"):
         ingest_csv(ratings, "/proc/robustrec-out")
+
+
+def test_ingest_reports_encoding_progress_by_default(tmp_path, capsys):
+    """As the CLI does without --no-progress: the encoders count their items on stderr."""
+    ratings, items, images = _shop(tmp_path)
+    ingest_csv(ratings, tmp_path / "loud", items, images, k_core=3, use_cache=False, **FAST)
+    err = capsys.readouterr().err
+    assert "encoding (hashing): 8/8 items (100%)" in err and "encoding (pixels): 6/6 items (100%)" in err
+    ingest_csv(ratings, tmp_path / "quiet", items, images, k_core=3, use_cache=False, progress=False, **FAST)
+    assert capsys.readouterr().err == ""

@@ -104,8 +104,33 @@ def test_default_dataset_is_built_once(tmp_path, monkeypatch):
 
 def test_open_dataset(tmp_path, monkeypatch, shop):
     assert open_dataset(shop).n_users == 80
-    monkeypatch.setattr(synthetic, "default_dataset_dir", lambda: shop)
+    asked = []
+    monkeypatch.setattr(synthetic, "default_dataset_dir", lambda **options: asked.append(options) or shop)
     assert open_dataset(None).root == shop.resolve()
+    assert open_dataset(None, progress=False).root == shop.resolve()
+    assert asked == [{"progress": True}, {"progress": False}]  # shown by default, as by the CLI
+
+
+def test_building_reports_its_stages(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ROBUSTREC_PROGRESS_INTERVAL", "0")  # a plain line at every step
+    make_synthetic(tmp_path / "shop", n_users=20, n_items=15, seed=1, progress=True, **FAST)
+    lines = capsys.readouterr().err.splitlines()
+    stages = [line.rsplit("stage=", 1)[1] for line in lines if "stages" in line and "stage=" in line]
+    assert stages == ["encode texts", "encode images", "write"]
+    assert lines[-1].startswith("building shop: 4/4 stages (100%)")
+    assert any(line.startswith("encoding (hashing): ") for line in lines)  # the encoders count items
+    make_synthetic(tmp_path / "quiet", n_users=20, n_items=15, seed=1, progress=False, **FAST)
+    assert capsys.readouterr().err == ""
+
+
+def test_default_dataset_passes_progress_on(tmp_path, monkeypatch, capsys):
+    asked = []
+    monkeypatch.setattr(synthetic, "make_synthetic", lambda folder, **options: asked.append(options["progress"]))
+    folder = default_dataset_dir(cache_dir=tmp_path, progress=False, **FAST)
+    assert capsys.readouterr().err == ""
+    default_dataset_dir(cache_dir=tmp_path, **FAST)
+    assert asked == [False, True]
+    assert capsys.readouterr().err == f"building the embedded dataset once, in {folder} (a minute or so)\n"
 
 
 @pytest.mark.slow

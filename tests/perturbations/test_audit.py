@@ -21,8 +21,9 @@ def run(tiny, tmp_path_factory):
     return open_run(out)
 
 
-def records(run, dataset, tmp_path, name, **config):
-    path = audit_run(run, dataset, AuditConfig("noise", **config), tmp_path / name, progress=False)
+def records(run, dataset, tmp_path, name, noise_scale="absolute", **config):
+    config = AuditConfig("noise", params={"noise_scale": noise_scale}, **config)
+    path = audit_run(run, dataset, config, tmp_path / name, progress=False)
     return read_records(path)
 
 
@@ -31,18 +32,18 @@ def by_key(rows):
 
 
 def test_a_severity_list_equals_separate_audits(run, tiny, tmp_path):
-    sweep = records(run, tiny, tmp_path, "sweep", severities=(1e-4, 1e-2), repeats=2, seed=5)
-    one = records(run, tiny, tmp_path, "one", severities=(1e-4,), repeats=2, seed=5)
-    two = records(run, tiny, tmp_path, "two", severities=(1e-2,), repeats=2, seed=5)
+    sweep = records(run, tiny, tmp_path, "sweep", severities=(1e-4, 1e-2), repeats=2, perturbation_seed=5)
+    one = records(run, tiny, tmp_path, "one", severities=(1e-4,), repeats=2, perturbation_seed=5)
+    two = records(run, tiny, tmp_path, "two", severities=(1e-2,), repeats=2, perturbation_seed=5)
     assert by_key(sweep) == {**by_key(one), **by_key(two)}
     clean = [r for r in sweep if r.is_clean]
     assert len(clean) == 1 and clean[0].metrics == [r for r in one if r.is_clean][0].metrics
 
 
 def test_same_seed_same_records_other_seed_other_draws(run, tiny, tmp_path):
-    a = records(run, tiny, tmp_path, "a", severities=(1e-2,), repeats=3, seed=1)
-    b = records(run, tiny, tmp_path, "b", severities=(1e-2,), repeats=3, seed=1)
-    c = records(run, tiny, tmp_path, "c", severities=(1e-2,), repeats=3, seed=2)
+    a = records(run, tiny, tmp_path, "a", severities=(1e-2,), repeats=3, perturbation_seed=1)
+    b = records(run, tiny, tmp_path, "b", severities=(1e-2,), repeats=3, perturbation_seed=1)
+    c = records(run, tiny, tmp_path, "c", severities=(1e-2,), repeats=3, perturbation_seed=2)
     assert by_key(a) == by_key(b)
     assert by_key(a) != by_key(c)
 
@@ -75,14 +76,14 @@ def test_bad_audit_configs():
 
 
 def test_seeds_beyond_what_torch_accepts_are_config_errors():
-    AuditConfig("noise", seed=-5)  # negative seeds are fine for torch.Generator
+    AuditConfig("noise", perturbation_seed=-5)  # negative seeds are fine for torch.Generator
     top = (2**64 - 1) // 1_000_003  # the largest seed whose repeat 0 fits
-    AuditConfig("noise", seed=top, repeats=1)
+    AuditConfig("noise", perturbation_seed=top, repeats=1)
     for seed, repeats in ((10**30, 1), (top + 1, 1), (top, 2**64), (-(2**63), 1)):
         with pytest.raises(ConfigError, match="out of range"):
-            AuditConfig("noise", seed=seed, repeats=repeats)
+            AuditConfig("noise", perturbation_seed=seed, repeats=repeats)
     with pytest.raises(ConfigError, match="seed must be an integer"):
-        AuditConfig("noise", seed=1.5)
+        AuditConfig("noise", perturbation_seed=1.5)
 
 
 @pytest.mark.parametrize("severity", [math.inf, -math.inf, math.nan])
@@ -93,8 +94,8 @@ def test_non_finite_severities_are_config_errors(severity):
 
 def test_item_ids_beyond_64_bits_are_config_errors(run, tiny):
     with pytest.raises(ConfigError, match="item id 1180591620717411303424 is out of range"):
-        EmbeddingNoise(1e-4, item_ids=[1, 2**70])
-    noise = EmbeddingNoise(1e-4, item_ids=[1, 2**62])
+        EmbeddingNoise(1e-4, item_ids=(1, 2**70))
+    noise = EmbeddingNoise(1e-4, item_ids=(1, 2**62))
     with pytest.raises(ConfigError, match=f"item id {2**62} is out of range"):
         noise.check(run.load_model(tiny), tiny)
 
@@ -128,3 +129,18 @@ def test_an_output_that_is_a_file_is_refused_before_any_evaluation(run, tiny, tm
     with pytest.raises(ConfigError, match="exists and is not a folder"):
         audit_run(run, tiny, config, tmp_path / "file", progress=False)
     assert evaluations == [] and (tmp_path / "file").read_text() == "x"
+
+
+def test_absolute_and_relative_noise_audits_of_one_run_report_together(run, tiny, tmp_path):
+    """The clean record carries the suite's settings (noise_scale), so the report pairs each audit's
+    perturbed records with its own clean record even when both audits share a folder."""
+    from reports import load_results, render
+
+    for scale, severity in (("absolute", 1e-4), ("relative", 0.5)):
+        config = AuditConfig("noise", params={"noise_scale": scale}, severities=(severity,), repeats=1)
+        path = audit_run(run, tiny, config, tmp_path / "both", progress=False)
+        clean = next(r for r in read_records(path) if r.is_clean)
+        assert clean.details["noise_scale"] == scale and clean.details["target"] == "items"
+        assert clean.severity_name == config.severity_name and clean.details["clean"] is True
+    text = render(load_results(tmp_path / "both"), "markdown", ["recall@20"])
+    assert "noise (relative scale)" in text and "sigma2 = 0.0001" in text

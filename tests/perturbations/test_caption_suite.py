@@ -82,7 +82,7 @@ def recording_source(requested: list[int]):
 def test_unreadable_images_are_never_drawn_and_are_counted(shop):
     dataset, encoder = shop
     requested: list[int] = []
-    view = CaptionInsertion(1.0, captions=recording_source(requested), text_encoder=encoder).apply(
+    view = CaptionInsertion(1.0).use(recording_source(requested), encoder).apply(
         trained(dataset), dataset, gen())
     details = view.details
     assert details["items_unreadable_image"] == 2  # not an image; over the pixel limit
@@ -144,7 +144,7 @@ def test_only_items_whose_vector_changes_count_as_changed(shop):
     texts = [info.text + (" filler" * 20 if i % 2 else "") for i, info in enumerate(dataset.items)]
     dataset = with_texts(dataset, texts, encoder, stored=[" ".join(t.split()[:12]) for t in texts])
     clean = dataset.features.text.clone()
-    view = CaptionInsertion(1.0, captions=recording_source([]), text_encoder=encoder).apply(
+    view = CaptionInsertion(1.0).use(recording_source([]), encoder).apply(
         trained(dataset), dataset, gen())
     details = view.details
     drawn = details["drawn_items"]
@@ -160,7 +160,7 @@ def test_a_missing_caption_leaves_the_item_unchanged(shop):
     def flaky(ids):  # e.g. an image that became unreadable after the suite checked it
         return {i: "a photo" for i in ids if i != 5}
 
-    view = CaptionInsertion(1.0, captions=flaky, text_encoder=encoder).apply(trained(dataset), dataset, gen())
+    view = CaptionInsertion(1.0).use(flaky, encoder).apply(trained(dataset), dataset, gen())
     assert view.details["captioned_items"] == view.details["drawn_items"] - 1
     assert 5 not in view.details["changed_item_ids"]
     assert torch.equal(view.dataset.features.text[5], dataset.features.text[5])
@@ -171,7 +171,7 @@ def test_features_made_from_other_texts_are_refused_with_the_similarity(shop):
     dataset, encoder = shop
     other = with_texts(dataset, [info.text for info in dataset.items], encoder,
                        stored=[f"brand acme {info.text.split()[2]} widget" for info in dataset.items])
-    suite = CaptionInsertion(0.5, captions=recording_source([]), text_encoder=encoder)
+    suite = CaptionInsertion(0.5).use(recording_source([]), encoder)
     with pytest.raises(DataError) as info:
         suite.check(trained(other), other)
     message = str(info.value)
@@ -184,14 +184,14 @@ def test_the_check_runs_once_per_dataset_on_a_fixed_sample(shop):
     dataset, encoder = shop
     model = trained(dataset)
     for severity in (0.0, 0.1, 0.5):  # as the audit does: one suite per severity, each checked
-        CaptionInsertion(severity, captions=recording_source([]), text_encoder=encoder).check(model, dataset)
+        CaptionInsertion(severity).use(recording_source([]), encoder).check(model, dataset)
     first = list(encoder.calls)
     assert 0 < len(first) <= CLEAN_CHECK_ITEMS and len(set(first)) == len(first)
     assert set(first) <= {info.text for info in dataset.items}
 
     again = with_texts(dataset, [info.text for info in dataset.items], CountingHashing())
     second = CountingHashing()
-    CaptionInsertion(0.1, captions=recording_source([]), text_encoder=second).check(model, again)
+    CaptionInsertion(0.1).use(recording_source([]), second).check(model, again)
     assert second.calls == first  # the same items, in the same order: no randomness from outside
 
 
@@ -199,9 +199,9 @@ def test_the_check_does_not_change_the_draws(shop):
     dataset, encoder = shop
     model = trained(dataset)
     fresh = with_texts(dataset, [info.text for info in dataset.items], CountingHashing())
-    checked_first = CaptionInsertion(0.4, captions=recording_source([]), text_encoder=encoder)
+    checked_first = CaptionInsertion(0.4).use(recording_source([]), encoder)
     checked_first.check(model, dataset)
     a = checked_first.apply(model, dataset, gen(3)).details["changed_item_ids"]
-    b = CaptionInsertion(0.4, captions=recording_source([]), text_encoder=CountingHashing()).apply(
+    b = CaptionInsertion(0.4).use(recording_source([]), CountingHashing()).apply(
         model, fresh, gen(3)).details["changed_item_ids"]
     assert a == b and 0 < len(a)

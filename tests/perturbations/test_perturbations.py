@@ -10,6 +10,7 @@ from perturbations import (
     CaptionInsertion,
     Compose,
     EmbeddingNoise,
+    SuiteContext,
     TextFeatureNoise,
     insert_caption,
 )
@@ -76,14 +77,14 @@ def gen(seed=0):
 @pytest.mark.parametrize("scale", ["absolute", "relative"])
 def test_noise_severity_zero_is_identity(tiny, target, scale):
     model = trained("vbpr", tiny)
-    view = EmbeddingNoise(0.0, scale=scale, target=target).apply(model, tiny, gen())
+    view = EmbeddingNoise(0.0, noise_scale=scale, target=target).apply(model, tiny, gen())
     assert torch.equal(scores(view.model, tiny), scores(model, tiny))
 
 
 def test_noise_changes_only_the_targets_and_not_the_input(tiny):
     model = trained("vbpr", tiny)
     before = snapshot(model)
-    view = EmbeddingNoise(1e-2, item_ids=[0, 3]).apply(model, tiny, gen())
+    view = EmbeddingNoise(1e-2, item_ids=(0, 3)).apply(model, tiny, gen())
     assert_unchanged(model, before)
     new = view.model.state_dict()
     changed_rows = (new["item_embedding"] != before["item_embedding"]).any(dim=1).nonzero().flatten().tolist()
@@ -93,9 +94,9 @@ def test_noise_changes_only_the_targets_and_not_the_input(tiny):
 
 def test_noise_same_seed_same_draw_and_relative_sigma(tiny):
     model = trained("vbpr", tiny)
-    a = EmbeddingNoise(0.5, scale="relative").apply(model, tiny, gen(1))
-    b = EmbeddingNoise(0.5, scale="relative").apply(model, tiny, gen(1))
-    c = EmbeddingNoise(0.5, scale="relative").apply(model, tiny, gen(2))
+    a = EmbeddingNoise(0.5, noise_scale="relative").apply(model, tiny, gen(1))
+    b = EmbeddingNoise(0.5, noise_scale="relative").apply(model, tiny, gen(1))
+    c = EmbeddingNoise(0.5, noise_scale="relative").apply(model, tiny, gen(2))
     assert torch.equal(scores(a.model, tiny), scores(b.model, tiny))
     assert not torch.equal(scores(a.model, tiny), scores(c.model, tiny))
     expected = 0.5 * float(model.item_embedding.detach().std())
@@ -115,9 +116,9 @@ def test_noise_bad_options(tiny):
     with pytest.raises(ConfigError, match=">= 0"):
         EmbeddingNoise(-1.0)
     with pytest.raises(ConfigError):
-        EmbeddingNoise(1e-6, scale="weird")
+        EmbeddingNoise(1e-6, noise_scale="weird")
     with pytest.raises(ConfigError, match="out of range"):
-        EmbeddingNoise(1e-6, item_ids=[tiny.n_items]).check(trained("vbpr", tiny), tiny)
+        EmbeddingNoise(1e-6, item_ids=(tiny.n_items,)).check(trained("vbpr", tiny), tiny)
     with pytest.raises(ConfigError, match="no items"):
         EmbeddingNoise(1e-6).check(trained("pop", tiny), tiny)
 
@@ -148,7 +149,7 @@ def test_caption_probability_zero_is_identity(shop):
     ds = shop
     model = trained("vbpr", ds)
     encoder = CountingEncoder()
-    view = CaptionInsertion(0.0, captions=caption_of(ds), text_encoder=encoder).apply(model, ds, gen())
+    view = CaptionInsertion(0.0).use(caption_of(ds), encoder).apply(model, ds, gen())
     assert view.model is model and view.dataset is ds
     assert view.details["changed_items"] == view.details["drawn_items"] == 0
     assert captioned(encoder.calls) == []
@@ -159,7 +160,7 @@ def test_caption_reencodes_only_changed_items(shop):
     model = trained("vbpr", ds)
     text_before = ds.features.text.clone()
     encoder = CountingEncoder()
-    suite = CaptionInsertion(0.3, captions=caption_of(ds), text_encoder=encoder)
+    suite = CaptionInsertion(0.3).use(caption_of(ds), encoder)
     view = suite.apply(model, ds, gen(7))
     changed = view.details["changed_items"]
     assert 0 < changed < ds.n_items and len(captioned(encoder.calls)) == changed == view.details["drawn_items"]
@@ -175,7 +176,7 @@ def test_caption_reencodes_only_changed_items(shop):
 
 def test_caption_same_seed_same_view(shop):
     model = trained("vbpr", shop)
-    views = [CaptionInsertion(0.5, captions=caption_of(shop), text_encoder=CountingEncoder(), position="random")
+    views = [CaptionInsertion(0.5, position="random").use(caption_of(shop), CountingEncoder())
              .apply(model, shop, gen(seed)) for seed in (4, 4, 5)]
     assert views[0].details == views[1].details
     assert torch.equal(views[0].dataset.features.text, views[1].dataset.features.text)
@@ -184,17 +185,19 @@ def test_caption_same_seed_same_view(shop):
 
 def test_caption_probability_one_changes_every_item_with_an_image(shop):
     ds = shop
-    view = CaptionInsertion(1.0, captions=caption_of(ds), text_encoder=CountingEncoder()).apply(
+    view = CaptionInsertion(1.0).use(caption_of(ds), CountingEncoder()).apply(
         trained("vbpr", ds), ds, gen())
     assert view.details["changed_items"] == ds.n_items - view.details["items_without_image"]
 
 
 def test_caption_needs_item_texts(tiny):
-    suite = CaptionInsertion(0.5, captions=caption_of(tiny), text_encoder=CountingEncoder())
+    suite = CaptionInsertion(0.5).use(caption_of(tiny), CountingEncoder())
     with pytest.raises(DataError, match="items.jsonl"):
         suite.check(trained("vbpr", tiny), tiny)
     with pytest.raises(ConfigError, match=r"\[0, 1\]"):
-        CaptionInsertion(1.5, captions=caption_of(tiny))
+        CaptionInsertion(1.5)
+    with pytest.raises(ConfigError, match="needs a caption source"):
+        CaptionInsertion(0.5).check(trained("vbpr", tiny), tiny)
 
 
 def test_compose_applies_each_part(tiny):
@@ -207,8 +210,8 @@ def test_compose_applies_each_part(tiny):
 @pytest.mark.parametrize("name", PERTURBATIONS.names())
 def test_every_suite_smoke(name, shop):
     ds = shop
-    extra = {"captions": caption_of(ds), "text_encoder": CountingEncoder()} if name == "caption" else {}
-    suite = PERTURBATIONS.get(name)(0.5 if name != "noise" else 1e-2, **extra)
+    suite = PERTURBATIONS.get(name)(0.5 if name != "noise" else 1e-2)
+    suite.prepare(SuiteContext(ds, captions_factory=caption_of, text_encoder=CountingEncoder()))
     model = trained("vbpr", ds)
     view = suite.apply(model, ds, gen())
     metrics = Evaluator(view.dataset, "test", (5,)).evaluate(view.model).metrics

@@ -33,8 +33,11 @@ def test_per_severity_budgets(paper_like):
     result = check(paper_like, max_drop_per_severity={1e-6: 0.1, 1e-4: 0.5})
     assert [(v.model, v.severity) for v in result.violations] == [("freedom", 1e-6)]
     only_low = check(paper_like, max_drop_per_severity={1e-6: 0.2})
-    assert only_low.ok and len(only_low.items) == 3
+    assert only_low.ok and len(only_low.items) == 6 and len(only_low.skipped) == 3
+    assert {i.name.split("sigma2=")[1].split(",")[0] for i in only_low.skipped} == {"0.0001"}
+    assert all(i.skipped == "no --max-drop budget for severity 0.0001" for i in only_low.skipped)
     assert "not checked" in only_low.notes[0]
+    assert only_low.summary() == "all 3 checks within budget (3 skipped)"
     with pytest.raises(ConfigError, match="severity 1e-05, which no record has"):
         check(paper_like, max_drop_per_severity={1e-5: 0.2})
 
@@ -204,3 +207,81 @@ def test_non_finite_budgets_are_config_errors(paper_like):
         check(paper_like, min_clean={"recall@20": float("nan")})
     with pytest.raises(ConfigError, match="finite number"):
         check(paper_like, require_mirror_not_worse=True, tolerance=float("inf"))
+
+
+def _cases(path):
+    suite = ET.parse(path).getroot().find("testsuite")
+    return suite, {case.get("name"): case for case in suite.findall("testcase")}
+
+
+def _properties(case):
+    return {p.get("name"): p.get("value") for p in case.findall("properties/property")}
+
+
+def test_junit_cases_carry_value_budget_and_time(paper_like, tmp_path):
+    path = tmp_path / "check.xml"
+    result = check(paper_like, max_drop=0.2, min_clean={"recall@20": 0.3}, junit=path)
+    suite, cases = _cases(path)
+    assert float(suite.get("time")) >= 0 and suite.get("timestamp")
+    assert len(cases) == len(result.items) == 9
+    for case in cases.values():
+        assert float(case.get("time")) >= 0
+        props = _properties(case)
+        assert {"rule", "metric", "value", "budget"} <= set(props), props
+        out = case.find("system-out").text
+        assert out.startswith("value: ") and "\nbudget: " in out, out
+    failing = cases["FREEDOM (strategy plain), noise (sigma2) sigma2=0.0001, recall@20"]
+    assert failing.find("failure") is not None
+    assert float(_properties(failing)["value"]) == pytest.approx(0.4 / 3 + 1 / 3, abs=1e-6)  # 46.67%
+    assert _properties(failing)["budget"] == "0.2"
+    assert failing.find("system-out").text == "value: drop 46.67%\nbudget: at most 20.00%\n"
+    passing = cases["FREEDOM + MG (strategy mirror), noise (sigma2) sigma2=1e-06, recall@20"]
+    assert passing.find("failure") is None
+    assert passing.find("system-out").text == "value: drop 2.00%\nbudget: at most 20.00%\n"
+    clean = cases["VBPR (strategy plain), noise (sigma2), recall@20"]
+    assert clean.find("system-out").text == "value: clean 0.4000\nbudget: at least 0.3000\n"
+
+
+def test_junit_baseline_cases_name_the_baseline(paper_like, tmp_path):
+    saved, path = tmp_path / "baseline.json", tmp_path / "check.xml"
+    saved.write_text(render(load_results(paper_like), "json"))
+    check(paper_like, baseline=saved, tolerance=0.01, require_mirror_not_worse=True, junit=path)
+    _, cases = _cases(path)
+    drop = next(c for c in cases.values() if _properties(c)["rule"] == "baseline-drop")
+    assert "baseline" in _properties(drop)
+    assert "\nbaseline: drop " in drop.find("system-out").text
+    mirror = next(c for c in cases.values() if _properties(c)["rule"] == "mirror-not-worse")
+    props = _properties(mirror)
+    assert float(props["budget"]) == pytest.approx(float(props["baseline"]) + 0.01)
+    assert "\nbaseline: FREEDOM's drop " in mirror.find("system-out").text
+
+
+def test_severities_absent_from_the_baseline_are_skipped_cases(paper_like, tmp_path, write_audit, make):
+    """A severity audited now but not in the baseline is reported as skipped, with the reason."""
+    saved, path = tmp_path / "baseline.json", tmp_path / "check.xml"
+    saved.write_text(render(load_results(paper_like), "json"))
+    write_audit("vbpr-plain-1", make("vbpr", "plain", 1, 0.4, {1e-6: [0.4, 0.38], 1e-4: [0.3, 0.3], 1e-2: [0.1]}))
+    result = check(paper_like, baseline=saved, junit=path)
+    assert result.ok
+    [skipped] = result.skipped
+    assert skipped.rule == "baseline-drop" and "sigma2=0.01" in skipped.name
+    assert skipped.skipped == "not in the baseline report (no saved drop at this severity)"
+    suite, cases = _cases(path)
+    assert suite.get("skipped") == "1" and suite.get("failures") == "0"
+    assert cases[skipped.name].find("skipped").get("message") == skipped.skipped
+    assert _properties(cases[skipped.name])["value"] == "0.75"
+    assert "1 skipped" in result.summary()
+
+
+def test_a_baseline_written_before_the_notes_and_holm_fields_still_reads(paper_like, tmp_path):
+    """The JSON report only gained fields (notes, *_holm, family): version 1 documents still work."""
+    import json
+
+    doc = json.loads(render(load_results(paper_like), "json"))
+    del doc["notes"]
+    for entry in doc["significance"]:
+        for name in ("t_pvalue_holm", "wilcoxon_pvalue_holm", "family", "family_size"):
+            del entry[name]
+    saved = tmp_path / "old.json"
+    saved.write_text(json.dumps(doc))
+    assert check(paper_like, baseline=saved).ok

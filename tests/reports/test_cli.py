@@ -25,7 +25,11 @@ def test_report_markdown_on_stdout(paper_like, capsys):
     assert main(["report", str(paper_like)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("# Robustness report: dataset baby")
-    assert "| FREEDOM + MG |" in out and "recall@5" in out
+    # the default metric is recall@20 (robustrec.metrics.DEFAULT_METRIC); recall@5 is one flag away
+    assert "| FREEDOM + MG |" in out and "recall@20" in out and "recall@5" not in out
+    assert main(["report", str(paper_like), "--metric", "recall@5"]) == 0
+    out = capsys.readouterr().out
+    assert "recall@5" in out and "recall@20" not in out
 
 
 def test_report_files_and_plot(paper_like, tmp_path, capsys):
@@ -168,7 +172,7 @@ def test_outputs_are_checked_before_any_work(paper_like, tmp_path, capsys, monke
     for argv, match in [
         (["report", str(paper_like), "--out", str(out)], "is a folder; give a file name"),
         (["report", str(paper_like), "--out", str(out / "file" / "r.md")], "is not a folder"),
-        (["report", str(paper_like), "--plot", str(out / "p.pdf")], "must end in .png or .svg"),
+        (["report", str(paper_like), "--plot", str(out / "p.gif")], "must end in .png"),
         (["report", str(paper_like), "--plot", str(out / "file" / "p.png")], "is not a folder"),
         (["check", str(paper_like), "--max-drop", "5%", "--junit", str(out)], "--junit"),
         (["check", str(paper_like), "--max-drop", "5%", "--junit", "/proc/junit.xml"], "cannot write in /proc"),

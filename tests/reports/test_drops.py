@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -77,6 +78,20 @@ def test_relative_noise_is_its_own_suite(write_audit, make, audit_dir):
     write_audit("rel", make(perturbed={0.01: [0.19]}, severity_name="scale", details={"noise_scale": "relative"}))
     titles = [s.title for s in load_results(audit_dir).suites]
     assert sorted(titles) == ["noise (relative scale)", "noise (sigma2)"]
+
+
+def test_old_clean_records_without_noise_scale_still_pair_with_their_audit(write_audit, make, audit_dir):
+    """Audits before 0.2 wrote no noise scale into clean records: an absolute and a relative audit
+    of one run in one folder then had two candidate clean records for the relative one."""
+    write_audit("abs", make(perturbed={1e-6: [0.19]}, clean=0.2))
+    relative = make(perturbed={0.01: [0.15]}, severity_name="scale", details={"noise_scale": "relative"}, clean=0.2)
+    relative[0] = dataclasses.replace(relative[0], details={})  # the clean record, as old audits wrote it
+    write_audit("rel", relative)
+    results = load_results(audit_dir)
+    [suite] = [s for s in results.suites if s.severity_name == "scale"]
+    cell = results.cell(GroupKey("freedom", "plain", suite.suite, suite.severity_name, suite.noise_scale, 0.01),
+                        "recall@20")
+    assert cell.drop_mean == pytest.approx(0.25)
 
 
 def test_mixing_datasets_is_refused(write_audit, make, audit_dir):
