@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from robustrec.errors import ConfigError, DataError
-from robustrec.io import check_output_folder, read_json, write_text
+from robustrec.io import check_output_folder, write_text
 from robustrec.metrics import DEFAULT_METRIC, parse_metric
-from robustrec.runs import METRICS_FILE, RunSpec, TrainConfig
+from robustrec.runs import METRICS_FILE, RunSpec, TrainConfig, open_run
 
 
 @dataclass(frozen=True)
@@ -167,15 +167,12 @@ def training_table(runs: dict[str, list[Path]]) -> str:
              "|---|---|---|---|---|---|"]
     for paths in runs.values():
         for path in paths:
-            m = read_json(path / METRICS_FILE, "run metrics")
+            m = open_run(path).results()  # checked: a malformed metrics.json is a DataError naming it
             try:
-                row = (m["best_epoch"], m["valid"]["recall@20"], m["test"]["recall@20"], m["test"]["ndcg@20"],
-                       m["train_seconds_per_epoch"])
-                best, *numbers = (float(v) for v in row)  # TypeError/ValueError for anything but numbers
-            except (KeyError, TypeError, ValueError):
+                valid, test, ndcg = m.valid["recall@20"], m.test["recall@20"], m.test["ndcg@20"]
+            except (AttributeError, KeyError):
                 raise DataError(f"{path / METRICS_FILE}: malformed run metrics; delete the run folder to "
                                 "train it again") from None
-            valid, test, ndcg, seconds = numbers
-            lines.append(f"| {path.parent.name}/{path.name} | {best:g} | {valid:.4f} | {test:.4f} | {ndcg:.4f} | "
-                         f"{seconds:.2f} |")
+            lines.append(f"| {path.parent.name}/{path.name} | {m.best_epoch} | {valid:.4f} | {test:.4f} | "
+                         f"{ndcg:.4f} | {m.train_seconds_per_epoch:.2f} |")
     return "\n".join(lines)

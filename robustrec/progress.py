@@ -55,7 +55,8 @@ class Progress:
 
 
 class PlainProgress(Progress):
-    """Plain lines, at most one every ``interval`` seconds, and a last one on close."""
+    """Plain lines, at most one every ``interval`` seconds, and a last one on close (unless the last
+    line already showed the final count)."""
 
     def __init__(self, total: int | None, desc: str, unit: str, initial: int, stream: TextIO,
                  interval: float, clock: Callable[[], float] = time.monotonic) -> None:
@@ -63,6 +64,7 @@ class PlainProgress(Progress):
         self.stream, self.interval, self.clock = stream, interval, clock
         self.start = self.last = clock()
         self.closed = False
+        self.written: tuple[int, str] | None = None  # the count and postfix of the last line
 
     def update(self, n: int = 1) -> None:
         super().update(n)
@@ -74,7 +76,8 @@ class PlainProgress(Progress):
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self._write(self.clock())
+            if self.written != (self.n, self.postfix):
+                self._write(self.clock())
 
     def line(self, now: float) -> str:
         """``"desc: 12/60 epochs (20%), 31 s, key=value"``."""
@@ -85,6 +88,7 @@ class PlainProgress(Progress):
         return f"{label}{count} {self.unit}{share}, {now - self.start:.0f} s{postfix}"
 
     def _write(self, now: float) -> None:
+        self.written = (self.n, self.postfix)
         print(self.line(now), file=self.stream, flush=True)
 
 

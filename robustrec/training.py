@@ -39,6 +39,7 @@ from robustrec.runs import (
     STATE_FILE,
     TEXT_LOG_FILE,
     WEIGHTS_FILE,
+    RunResults,
     RunSpec,
     check_finite,
     load_weights,
@@ -50,14 +51,10 @@ from robustrec.strategies import build_strategy, with_run_seed
 
 
 @dataclass(frozen=True)
-class TrainResult:
+class TrainResult(RunResults):
+    """What :func:`train` returns: the run's results (as in ``metrics.json``) and its folder."""
+
     path: Path
-    valid: dict[str, float]
-    test: dict[str, float]
-    best_epoch: int
-    epochs_run: int
-    stopped_early: bool
-    train_seconds_per_epoch: float
 
 
 #: Everything a run folder may hold; ``--overwrite`` removes these (and nothing else).
@@ -248,7 +245,8 @@ def _finish(out, model, test_eval, valid, best_epoch, epochs_run, stopped_early,
         },
     )
     (out / STATE_FILE).unlink(missing_ok=True)
-    return TrainResult(out, valid, test, best_epoch, epochs_run, stopped_early, per_epoch)
+    return TrainResult(valid=valid, test=test, best_epoch=best_epoch, epochs_run=epochs_run,
+                       stopped_early=stopped_early, train_seconds_per_epoch=per_epoch, path=out)
 
 
 def _save_state(out, state, log, model, optimizer, strategy, sample_gen, model_gen) -> None:

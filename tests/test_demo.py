@@ -7,7 +7,8 @@ import importlib.util
 import pytest
 
 from robustrec.data.synthetic import make_synthetic
-from robustrec.demo import DemoConfig, run_demo
+from robustrec.demo import DemoConfig, run_demo, training_table
+from robustrec.errors import DataError
 
 
 @pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite_pytorch") is None,
@@ -29,6 +30,10 @@ def test_demo_writes_report_and_plots(tmp_path):
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "out" / "runs").rglob("model.safetensors")}
     run_demo(str(data), tmp_path / "out", config, progress=False)  # finished runs are reused, not retrained
     assert before == {p: p.stat().st_mtime_ns for p in (tmp_path / "out" / "runs").rglob("model.safetensors")}
+    metrics = next((tmp_path / "out" / "runs").rglob("metrics.json"))
+    metrics.write_text('{"valid": {"recall@20": "high"}}')  # edited by hand: refused, naming the file
+    with pytest.raises(DataError, match="metrics.json: malformed run metrics"):
+        training_table({"x": [metrics.parent]})
 
 
 def test_the_demo_audits_are_registry_suites_checked_before_training(tmp_path, monkeypatch):

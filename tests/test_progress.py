@@ -20,7 +20,7 @@ class Terminal(io.StringIO):
         return True
 
 
-def test_plain_lines_at_most_one_per_interval_and_one_at_the_end():
+def test_plain_lines_at_most_one_per_interval_and_the_final_count_once():
     stream, clock = io.StringIO(), Clock()
     report = PlainProgress(60, "train bm3/plain", "epochs", 0, stream, interval=10, clock=clock)
     for _ in range(30):  # 30 updates, one second apart: lines at 10, 20, 30 s
@@ -33,10 +33,20 @@ def test_plain_lines_at_most_one_per_interval_and_one_at_the_end():
     assert lines == [
         "train bm3/plain: 10/60 epochs (17%), 10 s, loss=0.5000",
         "train bm3/plain: 20/60 epochs (33%), 20 s, loss=0.5000",
-        "train bm3/plain: 30/60 epochs (50%), 30 s, loss=0.5000",
-        "train bm3/plain: 30/60 epochs (50%), 30 s, loss=0.5000",
+        "train bm3/plain: 30/60 epochs (50%), 30 s, loss=0.5000",  # close() adds nothing new: no repeat
     ]
     assert "\r" not in stream.getvalue()
+
+
+def test_close_reports_a_count_the_last_line_did_not_show():
+    stream, clock = io.StringIO(), Clock()
+    report = PlainProgress(60, "train", "epochs", 0, stream, interval=10, clock=clock)
+    clock.now = 10
+    report.update()  # a line at 1/60
+    clock.now = 12
+    report.update()  # too soon for a line
+    report.close()
+    assert stream.getvalue().splitlines() == ["train: 1/60 epochs (2%), 10 s", "train: 2/60 epochs (3%), 12 s"]
 
 
 def test_a_pipe_gets_plain_lines_and_a_terminal_a_bar():
