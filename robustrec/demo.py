@@ -4,138 +4,110 @@ On the embedded synthetic shop (or another dataset folder) it trains plain and M
 of BM3, FREEDOM, MMGCN and GRCN, audits BM3 and FREEDOM under embedding noise (the paper's Table 4;
 absolute and relative to each table's scale) and MMGCN and GRCN under caption insertion (Table 5),
 each over a sweep of severities (the paper's single setting is the first), and writes a markdown
-report and plots. Finished runs and cached captions are reused, so a second call only redoes what is
-missing.
+report and plots. Finished runs, audits and cached captions are reused, so a second call only redoes
+what is missing.
 
-``robustrec demo`` is a thin shell over :func:`run_demo`.
+The demo is a study: the shipped recipe ``demo`` (robustrec/studies/recipes/demo.toml) run by
+:func:`robustrec.studies.run_study` (``robustrec study run demo --out DIR`` trains and audits the same).
+:class:`DemoConfig` holds what ``robustrec demo``'s flags change in the recipe, and the demo adds one
+plot per audit named after it (``noise``, ``noise-relative``, ``caption``: PNG, SVG and PDF) beside
+the study report. ``robustrec demo`` is a thin shell over :func:`run_demo`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from robustrec.errors import ConfigError, DataError
-from robustrec.io import check_output_folder, write_text
+from robustrec.errors import ConfigError
 from robustrec.metrics import DEFAULT_METRIC, parse_metric
-from robustrec.runs import METRICS_FILE, RunSpec, TrainConfig, open_run
+from robustrec.runs import TrainConfig
+
+RECIPE = "demo"
+#: The recipe's audits by name, and the DemoConfig field that holds each one's severities.
+AUDIT_SEVERITIES = {"noise": "sigma2", "noise-relative": "scales", "caption": "probs"}
 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    noise_models: tuple[str, ...] = ("bm3", "freedom")
-    caption_models: tuple[str, ...] = ("mmgcn", "grcn")
-    strategies: tuple[str, ...] = ("plain", "mirror")
-    seeds: tuple[int, ...] = (999,)
-    epochs: int = 60
-    patience: int = 10
-    sigma2: tuple[float, ...] = (1e-6, 1e-4, 1e-2)
-    scales: tuple[float, ...] = (0.1, 0.5, 1.0)
-    probs: tuple[float, ...] = (0.01, 0.1, 0.5)
-    noise_repeats: int = 10
-    caption_repeats: int = 3
-    captioner: str = "imagenet"
+    """Changes to the demo recipe; ``None`` keeps the recipe's value (:func:`recipe_defaults` says
+    which). ``metric`` is the report's and the plots' metric only: it changes no training.
+    ``threads`` is [study].threads (torch threads of every run; part of each run's identity).
+    ``quick`` shrinks the recipe as ``robustrec study run --quick`` does (2 epochs, one seed, one
+    repeat at two severities per audit) before these changes apply."""
+
+    seeds: tuple[int, ...] | None = None
+    epochs: int | None = None
+    patience: int | None = None
+    sigma2: tuple[float, ...] | None = None
+    scales: tuple[float, ...] | None = None
+    probs: tuple[float, ...] | None = None
+    captioner: str | None = None
     metric: str = DEFAULT_METRIC
-    device: str = "cpu"
+    device: str | None = None
+    threads: int | None = None
+    quick: bool = False
 
 
-@dataclass(frozen=True)
-class DemoAudit:
-    """One audit of the demo and its section of the report (``results/<name>``, ``<name>.png``)."""
+def recipe_defaults() -> DemoConfig:
+    """The demo recipe's own values, as a :class:`DemoConfig` (the CLI shows them as its defaults)."""
+    from robustrec.studies.recipes import read_toml, recipe_path
 
-    name: str
-    title: str
-    models: tuple[str, ...]
-    suite: str
-    severities: tuple[float, ...]
-    repeats: int
-    params: dict[str, Any] = field(default_factory=dict)
-
-
-def demo_audits(config: DemoConfig) -> list[DemoAudit]:
-    """The demo's three audits: noise (absolute, then relative) and captions."""
-    return [
-        DemoAudit("noise", "Information noise, absolute sigma^2 (Table 4 style; 1e-6 is the paper's setting)",
-                  config.noise_models, "noise", config.sigma2, config.noise_repeats),
-        DemoAudit("noise-relative", "Information noise relative to each table's std (s = sigma / std)",
-                  config.noise_models, "noise", config.scales, config.noise_repeats, {"noise_scale": "relative"}),
-        DemoAudit("caption", "Information adjustment: captions inserted into item text (Table 5 style; "
-                  "p = 0.01 is the paper's)", config.caption_models, "caption", config.probs, config.caption_repeats),
-    ]
+    raw = read_toml(recipe_path(RECIPE))
+    train = raw.get("train", {})
+    audits = {a.get("name"): a for a in raw.get("audits", [])}
+    severities = {field: tuple(audits[name]["severities"]) for name, field in AUDIT_SEVERITIES.items()}
+    return DemoConfig(seeds=tuple(raw["study"]["seeds"]), epochs=train.get("epochs"),
+                      patience=train.get("patience"), captioner=audits["caption"].get("captioner"),
+                      device=train.get("device", TrainConfig.device), **severities)
 
 
-def run_demo(data: str | Path | None, out: str | Path, config: DemoConfig = DemoConfig(), progress: bool = True) -> Path:
-    """Run the demo into ``out``; return the path of the markdown report.
+def demo_spec(data: str | Path | None, config: DemoConfig = DemoConfig()):
+    """The demo recipe with ``config``'s changes and ``data`` (None: the embedded default), validated
+    as any study spec is (:func:`robustrec.studies.spec.parse_spec`)."""
+    from robustrec.studies.recipes import RECIPES_DIR, quick, read_toml, recipe_path
+    from robustrec.studies.spec import parse_spec
 
-    Everything that could only fail after the training is checked first: the output folder, the
-    training settings, every audit's suite options and severities, the metric and the captioner.
-    """
-    from captioning import CaptionCache, build_captioner
-    from perturbations import audit
-    from perturbations.caption import caption_source
-    from robustrec.data import open_dataset
-
-    out = check_output_folder(out)
-    check_config(config)
-    audits = [(part, audit_config(part, config)) for part in demo_audits(config)]
-    captioner = build_captioner(config.captioner, device=config.device)  # fails now, not after training
-    dataset = open_dataset(data, progress=progress)
-    print(dataset.describe())
-    runs = train_runs(dataset, out / "runs", config, progress)
-    cache = CaptionCache(out / "caption-cache")
-    for part, audit_settings in audits:
-        audit([p for m in part.models for p in runs[m]], audit_settings, out / "results" / part.name,
-              data=data or dataset.root, captions_factory=lambda ds: caption_source(captioner, cache, ds, progress),
-              progress=progress)
-    sections = [f"# robustrec demo: {dataset.name}\n", dataset.describe() + "\n", training_table(runs)]
-    # the notes that explain Decr., ± and the tests once, in the first audit's section
-    sections += [report_section(part, out, config.metric, notes=i == 0) for i, (part, _) in enumerate(audits)]
-    report = out / "report.md"
-    write_text(report, "\n\n".join(sections) + "\n")
-    return report
+    path = recipe_path(RECIPE)
+    raw = read_toml(path)
+    if config.quick:
+        raw = quick(raw)
+    apply_config(raw, config)
+    if data is not None:  # a path as the user typed it: relative to the working folder, not the recipe's
+        raw["study"]["data"] = str(Path(data).expanduser().resolve())
+    return parse_spec(raw, base=RECIPES_DIR, source=path)
 
 
-def audit_config(part: DemoAudit, config: DemoConfig):
-    """The :class:`perturbations.AuditConfig` of one demo audit (which checks its severities)."""
-    from perturbations import AuditConfig
-
-    return AuditConfig(part.suite, params=part.params, severities=part.severities, repeats=part.repeats,
-                       device=config.device)
-
-
-def train_runs(dataset, folder: Path, config: DemoConfig, progress: bool) -> dict[str, list[Path]]:
-    """Train (or reuse) the popularity floor and every model x strategy x seed; model -> run folders."""
-    from robustrec.training import train
-
-    runs: dict[str, list[Path]] = {}
-    pop = folder / "pop" / f"seed-{config.seeds[0]}"
-    if not (pop / METRICS_FILE).is_file():  # the sanity floor, for the training table
-        train(dataset, RunSpec("pop", train=TrainConfig(seed=config.seeds[0], device=config.device)), pop,
-              progress=False)
-    runs["pop"] = [pop]
-    for model in dict.fromkeys(config.noise_models + config.caption_models):
-        for strategy in config.strategies:
-            for seed in config.seeds:
-                path = folder / f"{model}-{strategy}" / f"seed-{seed}"
-                spec = RunSpec(model, strategy, train=train_config(config, seed))
-                if not (path / METRICS_FILE).is_file():
-                    train(dataset, spec, path, progress=progress)
-                runs.setdefault(model, []).append(path)
-    return runs
-
-
-def train_config(config: DemoConfig, seed: int) -> TrainConfig:
-    return TrainConfig(epochs=config.epochs, patience=config.patience, seed=seed, device=config.device)
+def apply_config(raw: dict[str, Any], config: DemoConfig) -> None:
+    """Write ``config``'s changes into the recipe's TOML dict ``raw`` (in place)."""
+    if config.seeds is not None:
+        raw["study"]["seeds"] = list(config.seeds)
+    if config.threads is not None:
+        raw["study"]["threads"] = config.threads
+    train = raw.setdefault("train", {})
+    for name in ("epochs", "patience"):
+        if getattr(config, name) is not None:
+            train[name] = getattr(config, name)
+    if config.device not in (None, train.get("device", TrainConfig.device)):  # the CLI's default is cpu
+        train["device"] = config.device
+    for audit in raw.get("audits", []):
+        field = AUDIT_SEVERITIES.get(audit.get("name"))
+        severities = getattr(config, field) if field else None
+        if severities is not None:
+            audit["severities"] = list(severities)
+        if audit.get("suite") == "caption":
+            if config.captioner is not None:
+                audit["captioner"] = config.captioner
+            if config.device not in (None, "cpu"):  # the captioner runs where the models do
+                audit.setdefault("captioner_params", {})["device"] = config.device
 
 
 def check_config(config: DemoConfig) -> None:
-    """Refuse training settings, a report metric or a captioner that would only fail after the
-    training (the audits' severities are checked by their configs)."""
-    if len(set(config.seeds)) != len(config.seeds):
+    """What the spec does not check: distinct seeds (said with the flag's name), a report metric the
+    runs measure, and a captioner that needs no captions file."""
+    if config.seeds is not None and len(set(config.seeds)) != len(config.seeds):
         raise ConfigError(f"--seeds must be distinct, got {','.join(map(str, config.seeds))}")
-    for seed in config.seeds:
-        train_config(config, seed)
     _, k = parse_metric(config.metric)
     if k not in TrainConfig().topk:
         raise ConfigError(f"--metric {config.metric}: the demo's runs measure k = "
@@ -145,34 +117,66 @@ def check_config(config: DemoConfig) -> None:
                           "(robustrec audit takes --captioner file --captions FILE)")
 
 
-def report_section(part: DemoAudit, out: Path, metric: str, notes: bool = True) -> str:
-    """Plot one audit's drops (PNG for the report, SVG and PDF for a paper) and return its section of
-    the report (with the notes on how to read the tables when ``notes``)."""
-    from reports import load_results, plot_drops, render
+def run_demo(data: str | Path | None, out: str | Path, config: DemoConfig = DemoConfig(), progress: bool = True) -> Path:
+    """Run the demo into ``out``; return the path of the markdown report.
 
-    loaded = load_results(out / "results" / part.name)
-    for ext in ("png", "svg", "pdf"):
-        plot_drops(loaded, out / f"{part.name}.{ext}", metric=metric)
-    table = demote_headings(render(loaded, "markdown", [metric], notes=notes))
-    return f"## {part.title}\n\n![{part.name}]({part.name}.png)\n\n{table}"
+    Everything that could only fail after the training is checked first: the options, the whole
+    spec (training settings, every audit's suite options and severities), the output folder and the
+    captioner (built once here, so that a missing model fails now).
+    """
+    from robustrec.io import check_output_folder
+    from robustrec.studies import run_study
+
+    check_config(config)
+    spec = demo_spec(data, config)
+    out = check_output_folder(out)
+    for audit in spec.audits:
+        if audit.suite == "caption":
+            check_captioner(audit.captioner, dict(audit.captioner_params))
+    folder = run_study(spec, out, progress=progress)
+    plots = write_audit_plots(folder, spec, config.metric)
+    return rewrite_report(folder, config.metric, spec.select, plots)
 
 
-def demote_headings(markdown: str, levels: int = 1) -> str:
-    """Nest a rendered report under a section: '# x' becomes '## x'."""
-    return "\n".join("#" * levels + line if line.startswith("#") else line for line in markdown.splitlines())
+def check_captioner(name: str, params: dict[str, Any]) -> None:
+    """Build the captioner, so that a missing model or package fails before the training."""
+    from captioning import build_captioner
+
+    build_captioner(name, **params)
 
 
-def training_table(runs: dict[str, list[Path]]) -> str:
-    lines = ["## Training", "", "| run | best epoch | valid recall@20 | test recall@20 | test ndcg@20 | s/epoch |",
-             "|---|---|---|---|---|---|"]
-    for paths in runs.values():
-        for path in paths:
-            m = open_run(path).results()  # checked: a malformed metrics.json is a DataError naming it
-            try:
-                valid, test, ndcg = m.valid["recall@20"], m.test["recall@20"], m.test["ndcg@20"]
-            except (AttributeError, KeyError):
-                raise DataError(f"{path / METRICS_FILE}: malformed run metrics; delete the run folder to "
-                                "train it again") from None
-            lines.append(f"| {path.parent.name}/{path.name} | {m.best_epoch} | {valid:.4f} | {test:.4f} | "
-                         f"{ndcg:.4f} | {m.train_seconds_per_epoch:.2f} |")
-    return "\n".join(lines)
+def write_audit_plots(folder: Path, spec, metric: str) -> list[Path]:
+    """``folder/<audit name>.png`` (and ``.svg``, ``.pdf``): the relative drops of each named audit of
+    the runs the study selected, as the demo wrote them before it was a study."""
+    from reports import plot_drops
+    from robustrec.studies.plan import audit_folder
+    from robustrec.studies.report import load_study
+
+    study = load_study(folder)
+    results = {audit.name: audit.results for audit in study.audits}
+    written = []
+    for entry in spec.audits:
+        found = results.get(audit_folder(folder, entry, entry.config(spec.device)).name)
+        if entry.name is None or found is None:
+            continue
+        for ext in ("png", "svg", "pdf"):
+            written.append(plot_drops(found, folder / f"{entry.name}.{ext}", metric=metric))
+    return written
+
+
+def rewrite_report(folder: Path, metric: str, select: str, plots: list[Path]) -> Path:
+    """The study report, rewritten with the drop tables of ``metric`` when that is not the study's
+    selection metric (which the study report uses), with the demo's plots (drawn in ``metric``)
+    linked at the end."""
+    report = folder / "report.md"
+    if parse_metric(metric) != parse_metric(select):
+        from robustrec.io import write_text
+        from robustrec.studies.report import study_report
+
+        links = [f"![{p.stem}]({p.name})" for p in plots if p.suffix == ".png"]
+        write_text(report, study_report(folder, "markdown", metric) + "\n## Plots of " + metric + "\n\n"
+                   + "\n\n".join(links) + "\n")
+    return report
+
+
+__all__ = ["DemoConfig", "demo_spec", "recipe_defaults", "run_demo"]

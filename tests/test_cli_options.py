@@ -24,6 +24,7 @@ MINIMAL = {
     "ingest": ["--out", "x"],
     "audit": ["run", "--suite", "noise", "--out", "x"],
     "demo": ["--out", "x"],
+    "study": ["list"],
 }
 
 

@@ -40,6 +40,7 @@ SUMMARIES = {
     "check": "CI gate: fail when robustness drops exceed budgets",
     "list": "models, strategies, suites, captioners and metrics, with their options",
     "demo": "train, audit and report end to end (the README's main job)",
+    "study": "run a whole study from a spec file (train, select on validation, audit, report)",
 }
 COMMANDS = tuple(SUMMARIES)
 #: The module of a command, where it is not the command's name: a submodule named ``list`` would
