@@ -129,6 +129,11 @@ def repeat_seed(seed: int, repeat: int) -> int:
     return seed * 1_000_003 + repeat
 
 
+def records_path(out_dir: str | Path, run_path: str | Path, config: AuditConfig) -> Path:
+    """Where the audit of the run at ``run_path`` under ``config`` writes its records."""
+    return Path(out_dir) / f"{run_name(Path(run_path))}-{config.suite}-{config.digest()}.jsonl"
+
+
 def run_name(path: Path) -> str:
     """A readable, file-system-safe name for a run folder (its last two path components)."""
     parts = path.resolve().parts[-2:]
@@ -226,7 +231,7 @@ def audit_run(
                 details={**perturbation.describe(), **view.details})
             bar.update()
     bar.close()
-    out = Path(out_dir) / f"{run_name(run.path)}-{config.suite}-{config.digest()}.jsonl"
+    out = records_path(out_dir, run.path, config)
     return write_records(out, records, per_user)
 
 

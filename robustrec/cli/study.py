@@ -69,7 +69,9 @@ def run_command(args: argparse.Namespace) -> int:
         raise ConfigError("--threads does not apply to a study: set [study].threads in the spec (it is part of "
                           "every run's identity); --workers sets how many jobs run at once")
     spec = load_spec(args.spec, data=args.data, quick=args.quick)
-    executor = build_executor(args.executor, args.workers, args.ray_address, threads=spec.threads)
+    gpus = 1 if spec.device.startswith("cuda") else 0  # a task trained on cuda holds one GPU
+    executor = build_executor(args.executor, args.workers, args.ray_address, threads=spec.threads,
+                              gpus_per_task=gpus)
     try:
         folder = run_study(spec, args.out, executor=executor, progress=not args.no_progress)
     finally:

@@ -147,9 +147,10 @@ class LocalExecutor:
 
 
 def build_executor(name: str = "local", workers: int = 1, ray_address: str | None = None,
-                   threads: int = 1) -> Executor:
+                   threads: int = 1, gpus_per_task: float = 0) -> Executor:
     """``local`` (in process with one worker, else a pool of ``workers`` processes) or ``ray``.
-    ``threads``: the torch threads of each job (the study's), which Ray reserves as CPUs per task."""
+    ``threads``: the torch threads of each job (the study's), which Ray reserves as CPUs per task;
+    ``gpus_per_task``: the GPUs Ray reserves per task (1 for a study trained on cuda)."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"--workers must be an integer >= 1, got {workers!r}")
     if name == "local":
@@ -159,5 +160,5 @@ def build_executor(name: str = "local", workers: int = 1, ray_address: str | Non
     if name == "ray":
         from robustrec.studies.ray_executor import RayExecutor
 
-        return RayExecutor(workers=workers, address=ray_address, threads=threads)
+        return RayExecutor(workers=workers, address=ray_address, threads=threads, gpus_per_task=gpus_per_task)
     raise ConfigError(f"unknown executor {name!r}; known: {', '.join(EXECUTORS)}")

@@ -69,9 +69,9 @@ class AuditTask:
     @property
     def records_file(self) -> Path:
         """Where :func:`perturbations.audit_run` writes this audit's records."""
-        from perturbations.audit import run_name
+        from perturbations.audit import records_path
 
-        return self.out_dir / f"{run_name(self.run_folder)}-{self.config.suite}-{self.config.digest()}.jsonl"
+        return records_path(self.out_dir, self.run_folder, self.config)
 
 
 @dataclass(frozen=True)

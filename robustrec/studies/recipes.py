@@ -68,12 +68,12 @@ def resolve(name_or_path: str | Path) -> Path:
     Something that can only be a path (it ends in ``.toml`` or holds a folder separator) and does not
     exist is reported as a missing file, not as an unknown recipe.
     """
-    path = Path(name_or_path)
+    path = Path(name_or_path).expanduser()
     if path.is_file():
         return path
     text = str(name_or_path)
     if path.suffix == ".toml" or "/" in text or "\\" in text:
-        raise ConfigError(f"spec file {text} does not exist (recipes: {', '.join(recipe_names())})")
+        raise ConfigError(f"no spec file {text} (recipes: {', '.join(recipe_names())})")
     return recipe_path(text)
 
 

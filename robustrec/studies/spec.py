@@ -38,11 +38,7 @@ from robustrec.hparams import accepted
 from robustrec.metrics import DEFAULT_METRIC, parse_metric
 from robustrec.numerics import check_threads
 from robustrec.runs import RunSpec, TrainConfig
-
-try:  # Python 3.11+; tomli is the same parser for 3.10
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+from robustrec.studies.recipes import read_toml, resolve
 
 DEFAULT_SEEDS = (999,)
 TABLES = ("study", "train", "runs", "audits")
@@ -173,7 +169,7 @@ def load_spec(path_or_recipe: str | Path, data: str | None = None, quick: bool =
     ``quick`` shrinks the study first (:func:`robustrec.studies.recipes.quick`: a few epochs, one
     seed, small grids) so that any spec runs in seconds.
     """
-    path = _spec_file(path_or_recipe)
+    path = resolve(path_or_recipe)
     raw = read_toml(path)
     if quick:
         from robustrec.studies.recipes import quick as shrink
@@ -183,28 +179,6 @@ def load_spec(path_or_recipe: str | Path, data: str | None = None, quick: bool =
     if data is not None:
         spec = dataclasses.replace(spec, data=str(Path(data).expanduser().resolve()))
     return spec
-
-
-def _spec_file(path_or_recipe: str | Path) -> Path:
-    """An existing file wins; otherwise a recipe name (the recipes module lists the names)."""
-    path = Path(path_or_recipe).expanduser()
-    if path.is_file():
-        return path
-    if path.suffix == ".toml" or len(path.parts) > 1:
-        raise ConfigError(f"no spec file {path}")
-    from robustrec.studies.recipes import resolve
-
-    return Path(resolve(str(path_or_recipe)))
-
-
-def read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not a valid TOML spec ({str(exc).splitlines()[0]})") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read spec {path}: {exc.strerror or exc}") from None
 
 
 def parse_spec(raw: Mapping[str, Any], base: Path | None = None, source: Path | None = None) -> StudySpec:

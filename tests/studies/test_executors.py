@@ -71,7 +71,8 @@ def record_metrics(out) -> dict[str, list]:
     return {p.name: [(r.severity, r.repeat, r.metrics) for r in read_records(p)] for p in out.glob("audits/*/*.jsonl")}
 
 
-@pytest.mark.slow  # each spawned worker imports torch (seconds)
+# several seconds (each spawned worker imports torch): kept in the default suite, as the local pool is
+# the default executor for --workers > 1
 def test_a_local_pool_gives_the_same_study_as_one_process(write_spec, tmp_path, stub_report):
     spec = load_spec(write_spec())
     one = run_study(spec, tmp_path / "one", progress=False)
@@ -103,3 +104,24 @@ def test_an_interrupt_stops_the_workers_at_once():
     with pytest.raises(KeyboardInterrupt):
         pool.run(square_after, [(1, 0.0)] + [(n, 30.0) for n in range(2, 4)], interrupt)
     assert time.monotonic() - start < 15 and pool._pool is None
+
+
+def test_ray_reserves_a_gpu_per_task_for_a_study_trained_on_cuda(write_spec, tmp_path, monkeypatch, capsys):
+    """No Ray needed: the CLI's request is captured where the Ray executor would be built."""
+    import sys
+    import types
+
+    from robustrec.cli import main
+
+    asked = {}
+
+    class FakeRay:
+        def __init__(self, **options):
+            asked.update(options)
+            raise ConfigError("stop here")  # nothing trains
+
+    monkeypatch.setitem(sys.modules, "robustrec.studies.ray_executor", types.SimpleNamespace(RayExecutor=FakeRay))
+    spec = write_spec().read_text().replace("[train]", '[train]\ndevice = "cuda"')
+    (tmp_path / "cuda.toml").write_text(spec)
+    assert main(["study", "run", str(tmp_path / "cuda.toml"), "--out", str(tmp_path / "s"), "--executor", "ray"]) == 2
+    assert asked["gpus_per_task"] == 1 and asked["threads"] == 1

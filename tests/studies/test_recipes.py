@@ -91,7 +91,7 @@ def test_resolve_prefers_an_existing_file(tmp_path, monkeypatch):
     own.write_text("[study]\nname = 'own'\n")
     assert resolve(own) == own
     for missing in ("missing.toml", "specs/table4_noise"):
-        with pytest.raises(ConfigError, match=f"spec file {missing} does not exist"):
+        with pytest.raises(ConfigError, match=f"no spec file {missing}"):
             resolve(missing)
 
 

@@ -47,7 +47,7 @@ BAD = [
     ("audit of a model not trained", edited("repeats = 2", 'repeats = 2\nmodels = ["bm3"]'),
      "'bm3' has no [[runs]] entry"),
     ("negative severity", edited("severities = [1e-4, 1e-2]", "severities = [-1.0]"), "audits[1]"),
-    ("not TOML", "[study\nname=", "not a valid TOML spec"),
+    ("not TOML", "[study\nname=", "not valid TOML"),
     ("parameter in model and grid", edited('strategy = "mirror"', 'strategy = "mirror"\nstrategy_params = { alpha2 = 0.1 }'),
      "also fixed in params or strategy_params"),
     ("missing dataset folder", edited('data = "{data}"', 'data = "nowhere"'), "nowhere does not exist"),

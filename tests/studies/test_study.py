@@ -153,7 +153,8 @@ def test_progress_is_one_overall_line(write_spec, tmp_path, stub_report, capsys,
 KILL_SPEC = TINY_SPEC.replace("epochs = 2", "epochs = 15\npatience = 100").replace("seeds = [1, 2]", "seeds = [1, 2, 3]")
 
 
-@pytest.mark.slow  # about 10 s: a child process that imports torch, trains and is killed; then the rerun
+# about 10 s (a child process that imports torch, trains and is killed; then the rerun): kept in the
+# default suite because resuming after kill -9 is a promise of the study runner
 def test_kill_9_then_rerun_finishes_without_losing_or_repeating(write_spec, tmp_path, stub_report):
     """SIGKILL a ``robustrec study run`` once some runs have finished, at whatever moment it has
     reached; the rerun leaves the finished runs untouched and writes every record exactly once.
