@@ -40,8 +40,8 @@ import torch
 from perturbations.base import PERTURBATIONS, CaptionSource, Perturbation, PerturbedView, SuiteContext
 from perturbations.features import check_reads_features
 from robustrec.data.dataset import Dataset
-from robustrec.data.images import check_image
 from robustrec.errors import ConfigError, DataError
+from robustrec.media.images import check_image
 from robustrec.models.base import Recommender
 
 logger = logging.getLogger("robustrec")
@@ -109,7 +109,7 @@ _clean_checks: weakref.WeakKeyDictionary[Dataset, dict[str, float]] = weakref.We
 
 
 def image_status(dataset: Dataset) -> ImageStatus:
-    """Every item's image checked with :func:`robustrec.data.images.check_image` (once per dataset;
+    """Every item's image checked with :func:`robustrec.media.images.check_image` (once per dataset;
     JPEGs are decoded at reduced scale, so this costs well under a millisecond per poster)."""
     if dataset not in _image_status:
         assert dataset.items is not None
