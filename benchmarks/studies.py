@@ -160,19 +160,26 @@ def check_same_metrics(reports: list[dict]) -> None:
         raise SystemExit("the executors gave different metrics")
 
 
-def throughput(args: argparse.Namespace) -> None:
+def aba_trials(args: argparse.Namespace, a: str, b: str) -> list[dict]:
+    """Executors ``a``, ``b``, ``a`` (each a fresh process, two passes) on the 12 trainings; their
+    reports, after checking that all three gave the same metrics."""
     with tempfile.TemporaryDirectory(prefix="robustrec-bench-") as tmp:
         spec = write_spec(Path(tmp), args.data, args.epochs)
         reports = []
-        for n, name in enumerate(["sequential", "local", "sequential"]):
+        for n, name in enumerate([a, b, a]):
             reports.append(run_trial(name, args.workers, spec, Path(tmp) / f"trial{n}", passes=2))
             print_trial(reports[-1])
-        check_same_metrics(reports)
-        for n, what in enumerate(PASSES):
-            sequential = statistics.mean(r["train_seconds"][n] for r in reports[0::2])
-            print(f"{what}: {args.workers} workers against sequential: {sequential / reports[1]['train_seconds'][n]:.2f}x "
-                  f"throughput ({12 / reports[1]['train_seconds'][n] * 60:.1f} against {12 / sequential * 60:.1f} "
-                  "trainings a minute)")
+    check_same_metrics(reports)
+    return reports
+
+
+def throughput(args: argparse.Namespace) -> None:
+    reports = aba_trials(args, "sequential", "local")
+    for n, what in enumerate(PASSES):
+        sequential = statistics.mean(r["train_seconds"][n] for r in reports[0::2])
+        print(f"{what}: {args.workers} workers against sequential: {sequential / reports[1]['train_seconds'][n]:.2f}x "
+              f"throughput ({12 / reports[1]['train_seconds'][n] * 60:.1f} against {12 / sequential * 60:.1f} "
+              "trainings a minute)")
 
 
 #: What each of a trial's two passes measures (the second runs on the workers the first started).
@@ -197,19 +204,13 @@ def ray_cost(args: argparse.Namespace) -> None:
         per_task = report["trivial_seconds"] / args.tasks
         print(f"{name:>10}: {args.tasks} trivial tasks, {args.workers} workers: {report['trivial_seconds']:.3f} s "
               f"({per_task * 1000:.1f} ms a task; executor start {report['start_seconds']:.2f} s)", flush=True)
-    with tempfile.TemporaryDirectory(prefix="robustrec-bench-") as tmp:
-        spec = write_spec(Path(tmp), args.data, args.epochs)
-        reports = []
-        for n, name in enumerate(["local", "ray", "local"]):
-            reports.append(run_trial(name, args.workers, spec, Path(tmp) / f"trial{n}", passes=2))
-            print_trial(reports[-1])
-        check_same_metrics(reports)
-        for n, what in enumerate(PASSES):
-            pool = statistics.mean(r["train_seconds"][n] for r in reports[0::2])
-            added = (reports[1]["train_seconds"][n] - pool) / 12
-            print(f"{what}: Ray {reports[1]['train_seconds'][n]:.1f} s, local pool {pool:.1f} s: "
-                  f"{added:+.2f} s per training task")
-        print(f"plus starting a local Ray (ray.init) once: {reports[1]['start_seconds']:.2f} s")
+    reports = aba_trials(args, "local", "ray")
+    for n, what in enumerate(PASSES):
+        pool = statistics.mean(r["train_seconds"][n] for r in reports[0::2])
+        added = (reports[1]["train_seconds"][n] - pool) / 12
+        print(f"{what}: Ray {reports[1]['train_seconds'][n]:.1f} s, local pool {pool:.1f} s: "
+              f"{added:+.2f} s per training task")
+    print(f"plus starting a local Ray (ray.init) once: {reports[1]['start_seconds']:.2f} s")
 
 
 def main() -> None:

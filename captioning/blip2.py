@@ -20,7 +20,7 @@ from PIL import Image
 
 from captioning.base import Captioner, positive_int, register_captioner
 from robustrec.devices import resolve_device
-from robustrec.errors import ConfigError
+from robustrec.errors import ConfigError, first_line
 
 if TYPE_CHECKING:
     from transformers import Blip2ForConditionalGeneration, Blip2Processor
@@ -164,8 +164,7 @@ def load_blip2(
         image_processor = BlipImageProcessorPil.from_pretrained(source, **options)
         tokenizer = AutoTokenizer.from_pretrained(source, **options)
     except OSError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"cannot load BLIP-2 from {source!r} ({reason}); {HOW_TO}") from None
+        raise ConfigError(f"cannot load BLIP-2 from {source!r} ({first_line(exc)}); {HOW_TO}") from None
     processor = Blip2Processor(image_processor, tokenizer, num_query_tokens=model.config.num_query_tokens)
     _check_image_token(model, tokenizer.convert_tokens_to_ids(str(processor.image_token)))
     return model, processor

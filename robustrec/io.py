@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from robustrec.errors import ConfigError, DataError
+from robustrec.errors import ConfigError, DataError, first_line
 
 
 # -- writing -------------------------------------------------------------------------------------
@@ -54,7 +54,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 def os_error_text(exc: OSError) -> str:
     """One line for an OSError: ``"Permission denied: '/x/y'"`` (strerror and file names when known)."""
-    text = exc.strerror or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    text = exc.strerror or first_line(exc)
     names = [repr(str(f)) for f in (exc.filename, exc.filename2) if f is not None]
     return f"{text}: {' -> '.join(names)}" if names else text
 

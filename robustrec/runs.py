@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from robustrec import __version__, checks, numerics
-from robustrec.errors import ConfigError, DataError
+from robustrec.errors import ConfigError, DataError, first_line
 from robustrec.io import atomic_path, read_json, write_json
 from robustrec.metrics import DEFAULT_METRIC, DEFAULT_TOPK, is_metric_key, parse_metric
 
@@ -261,8 +261,7 @@ class Run:
         try:
             model.load_state_dict(tensors, strict=True)
         except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise DataError(f"{path}: checkpoint does not match model {self.spec.model!r}: {first}") from None
+            raise DataError(f"{path}: checkpoint does not match model {self.spec.model!r}: {first_line(exc)}") from None
         check_finite(tensors, path)
         return model.to(device)
 

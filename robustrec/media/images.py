@@ -35,7 +35,7 @@ from typing import BinaryIO
 
 from PIL import Image
 
-from robustrec.errors import DataError
+from robustrec.errors import DataError, first_line
 
 #: Decoded pixels allowed per image: 40 Mpx is about 120 MB as RGB. Product photos and posters are far
 #: smaller (ml100k-mm's posters are 92 x 138; Amazon's product images are about 500 x 500).
@@ -70,7 +70,7 @@ def open_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
             image.load()
             return image.convert("RGB")  # a copy: the file is closed on return
         except _DECODE_ERRORS as exc:
-            raise UnreadableImage(path, _reason(exc)) from None
+            raise UnreadableImage(path, first_line(exc)) from None
 
 
 def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image | None:
@@ -94,7 +94,7 @@ def check_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> str | 
                     image.draft("RGB", (CHECK_SIZE, CHECK_SIZE))
                 image.load()
             except _DECODE_ERRORS as exc:
-                raise UnreadableImage(path, _reason(exc)) from None
+                raise UnreadableImage(path, first_line(exc)) from None
     except UnreadableImage as exc:
         return str(exc)
     return None
@@ -149,11 +149,11 @@ def _opened(path: str | os.PathLike, max_pixels: int) -> Iterator[Image.Image]:
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 image = Image.open(f, formats=FORMATS)
         except Image.DecompressionBombError as exc:  # beyond twice PIL's global limit: refused in open()
-            raise UnreadableImage(path, _reason(exc), too_large=True) from None
+            raise UnreadableImage(path, first_line(exc), too_large=True) from None
         except Image.UnidentifiedImageError:
             raise UnreadableImage(path, f"not a {FORMAT_NAMES} image") from None
         except _DECODE_ERRORS as exc:
-            raise UnreadableImage(path, _reason(exc)) from None
+            raise UnreadableImage(path, first_line(exc)) from None
         with image:
             width, height = image.size
             if width * height > max_pixels:
@@ -161,11 +161,6 @@ def _opened(path: str | os.PathLike, max_pixels: int) -> Iterator[Image.Image]:
                     path, f"{width} x {height} pixels, over the limit of {max_pixels:,}", too_large=True
                 )
             yield image
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 __all__ = [

@@ -32,7 +32,7 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from robustrec.errors import ConfigError, RobustRecError
+from robustrec.errors import ConfigError, RobustRecError, first_line
 from robustrec.numerics import check_threads
 
 T = TypeVar("T")
@@ -102,7 +102,7 @@ class RayExecutor:
                 ray.init(address=self.address, **options)
             except (ConnectionError, ValueError, RuntimeError) as err:
                 raise ConfigError(f"--ray-address {self.address}: cannot join a Ray cluster there "
-                                  f"({_first_line(err)})") from None
+                                  f"({first_line(err)})") from None
         else:
             # "local" starts a new Ray even if $RAY_ADDRESS names a cluster: without --ray-address the
             # study runs on this machine only. Worker output stays in Ray's session logs: the study
@@ -216,11 +216,6 @@ def _check_reachable(address: str) -> None:
     except OSError as err:
         raise ConfigError(f"--ray-address {address}: no Ray cluster answers there "
                           f"({err.strerror or type(err).__name__})") from None
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
 
 
 def _check_workers(workers: int) -> int:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from robustrec import checks
-from robustrec.errors import ConfigError
+from robustrec.errors import ConfigError, first_line
 from robustrec.hparams import accepted
 from robustrec.metrics import DEFAULT_METRIC, parse_metric
 from robustrec.numerics import check_threads
@@ -351,7 +351,7 @@ def _check_values(spec: StudySpec) -> None:
             config = spec.train_config(spec.seeds[0], entry)
             parse_device(config.device)  # whether it exists is checked where the jobs run
         except (ConfigError, TypeError) as exc:
-            raise ConfigError(f"[train] of runs[{n}]: {_first_line(exc)}") from None
+            raise ConfigError(f"[train] of runs[{n}]: {first_line(exc)}") from None
         checked: set[str] = set()
         for point in entry.points():
             run = entry.run_spec(point, config)
@@ -363,7 +363,7 @@ def _check_values(spec: StudySpec) -> None:
                     checked.add(key)
                     build_model(run.model, _probe_dataset(), **run.model_params)
             except (ConfigError, TypeError, ValueError) as exc:
-                raise ConfigError(f"{where}: {_first_line(exc)}") from None
+                raise ConfigError(f"{where}: {first_line(exc)}") from None
     models = {entry.model for entry in spec.runs}
     for n, audit in enumerate(spec.audits, 1):
         if audit.models is not None:
@@ -474,7 +474,3 @@ def _finite_value(value: Any, where: str) -> Any:
 def _short(value: Any, limit: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
