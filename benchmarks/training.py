@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import MMREC, machine, median, mmrec_split, timed  # noqa: E402
+from common import MMREC, machine, median, mmrec_split, model_of, setting_of, timed  # noqa: E402
 
 from robustrec.data import open_dataset  # noqa: E402
 from robustrec.data.sampling import BPRSampler  # noqa: E402
@@ -63,9 +63,13 @@ class Trainer:
     """One model + strategy, stepping whole epochs on demand."""
 
     def __init__(self, dataset, model: str, strategy: str, seed: int = 999) -> None:
-        self.model = build_model(model, dataset, generator=torch.Generator().manual_seed(seed))
+        """``model``: a model name or a key of ``common.SETTINGS``, whose setting it runs."""
+        setting = setting_of(model)
+        config = TrainConfig(**setting.train)
+        self.model = build_model(model_of(model), dataset, generator=torch.Generator().manual_seed(seed), **setting.params)
         self.strategy = build_strategy(strategy)
-        self.strategy.setup(self.model, build_optimizer("adam", self.model.parameters()))
+        optimizer = build_optimizer("adam", self.model.parameters(), config.lr, 0.0, config.weight_decay)
+        self.strategy.setup(self.model, optimizer)
         self.sampler = BPRSampler(dataset, 2048)
         self.gen, self.model_gen = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
         self.epoch = 0
@@ -132,7 +136,9 @@ def fidelity(args) -> None:
                 ref = MMREC.get(model, {})
                 recalls = []
                 for seed in seeds:
-                    spec = RunSpec(model, strategy, train=TrainConfig(seed=seed, epochs=args.max_epochs))
+                    setting = setting_of(model)
+                    spec = RunSpec(model_of(model), strategy, model_params=setting.params,
+                                   train=TrainConfig(seed=seed, epochs=args.max_epochs, **setting.train))
                     r = train(dataset, spec, Path(tmp) / f"{model}-{strategy}-{seed}", progress=False)
                     recalls.append(r.test["recall@20"])
                     ratio = r.test["recall@20"] / ref["recall@20"] if ref else float("nan")
@@ -145,6 +151,7 @@ def fidelity(args) -> None:
                     if args.json:
                         with open(args.json, "a") as f:
                             f.write(json.dumps({"model": model, "strategy": strategy, "seed": seed,
+                                                "max_epochs": args.max_epochs,
                                                 "best_epoch": r.best_epoch, "epochs_run": r.epochs_run,
                                                 "test": r.test, "s_per_epoch": r.train_seconds_per_epoch}) + "\n")
                 if len(recalls) > 1:

@@ -94,6 +94,13 @@ class EmbeddingNoise(Perturbation):
 
     def check(self, model: Recommender, dataset: Dataset) -> None:
         if not self.targets(model):
+            if self.target == "items" and model.embedding_tables():
+                tables = ", ".join(sorted({t.name for t in model.embedding_tables()}))
+                raise ConfigError(
+                    f"model {model.name!r} has no items to add noise to: it has no item embedding table "
+                    f"(its item representations are computed from the features); its tables are {tables}: "
+                    "use --suite-param target=embeddings, or a feature suite"
+                )
             raise ConfigError(f"model {model.name!r} has no {self.target} to add noise to")
         if self.item_ids is not None and len(self.item_ids):
             bad = self.item_ids[(self.item_ids < 0) | (self.item_ids >= dataset.n_items)]

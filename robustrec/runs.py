@@ -66,6 +66,10 @@ class TrainConfig:
     lr: float = 1e-3
     momentum: float = 0.0
     weight_decay: float = 0.0
+    #: MMRec's ``learning_rate_scheduler [lr_decay, lr_decay_epochs]``: epoch e (from 1) trains at
+    #: ``lr * lr_decay ** ((e - 1) / lr_decay_epochs)`` (LATTICE and MGCN use 0.96 and 50).
+    lr_decay: float = 1.0
+    lr_decay_epochs: int = 50
     seed: int = 999
     device: str = "cpu"
     topk: tuple[int, ...] = DEFAULT_TOPK
@@ -75,12 +79,14 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         owner = "train"
-        for name, minimum in (("epochs", 0), ("patience", 0), ("batch_size", 1), ("eval_every", 1)):
+        for name, minimum in (("epochs", 0), ("patience", 0), ("batch_size", 1), ("eval_every", 1),
+                              ("lr_decay_epochs", 1)):
             checks.count(owner, name, getattr(self, name), minimum)
         checks.count(owner, "seed", self.seed, 0, 2**63 - 1)
         checks.positive(owner, "lr", self.lr)
         checks.non_negative(owner, "momentum", self.momentum)
         checks.non_negative(owner, "weight_decay", self.weight_decay)
+        checks.positive(owner, "lr_decay", self.lr_decay)
         if self.threads is not None:
             checks.count(owner, "threads", self.threads, 1)
         for name in ("optimizer", "device", "valid_metric"):
@@ -92,6 +98,10 @@ class TrainConfig:
         _, k = parse_metric(self.valid_metric)
         if k not in self.topk:
             raise ConfigError(f"valid metric {self.valid_metric} needs k={k} among the top-k values {self.topk}")
+
+
+#: Trainer settings added after run folders existed, with the defaults under which they leave a run's hash alone.
+_LATER_SETTINGS = {"lr_decay": 1.0, "lr_decay_epochs": 50}
 
 
 @dataclass(frozen=True)
@@ -143,11 +153,15 @@ class RunSpec:
     def config_hash(self) -> str:
         """Hash of everything that changes the trained weights, the thread count included (the device
         is left out: a run trained on a GPU is evaluated anywhere; resuming checks it separately).
-        A spec without a thread count (runs from before it was recorded) hashes as it always did."""
+        A spec without a thread count (runs from before it was recorded) hashes as it always did, and
+        so do settings added later while they keep their defaults (the learning-rate decay)."""
         data = self.to_json()
         data["train"].pop("device")
         if data["train"]["threads"] is None:
             data["train"].pop("threads")
+        for name, default in _LATER_SETTINGS.items():
+            if data["train"][name] == default:
+                data["train"].pop(name)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -342,13 +356,23 @@ def open_run(path: str | Path) -> Run:
 
 
 def write_run_file(
-    path: Path, spec: RunSpec, dataset: Dataset, strategy_label: str, model_hparams: dict[str, Any]
+    path: Path,
+    spec: RunSpec,
+    dataset: Dataset,
+    strategy_label: str,
+    model_hparams: dict[str, Any],
+    strategy_hparams: dict[str, Any] | None = None,
+    model_derived: dict[str, str] | None = None,
 ) -> None:
+    """run.json: the spec, and what it resolved to: every model and strategy hyper-parameter with the
+    defaults filled in, and what the model derived and from where (e.g. which user-user graph)."""
     write_json(
         path / RUN_FILE,
         {
             "spec": spec.to_json(),
             "model_hparams": _jsonable(model_hparams),
+            "strategy_hparams": _jsonable(strategy_hparams or {}),
+            "model_derived": _jsonable(model_derived or {}),
             "config_hash": spec.config_hash(),
             "strategy_label": strategy_label,
             "dataset": dataset_identity(dataset),

@@ -41,13 +41,14 @@ from robustrec.runs import (
     WEIGHTS_FILE,
     RunResults,
     RunSpec,
+    TrainConfig,
     check_finite,
     load_weights,
     open_run,
     save_weights,
     write_run_file,
 )
-from robustrec.strategies import build_strategy, with_run_seed
+from robustrec.strategies import build_strategy, resolved_params, with_run_seed
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,8 @@ def _train(dataset, spec, out, progress, resume, overwrite, max_epochs_this_call
     # Build everything that can refuse an option before the folder is created or changed.
     init_gen = torch.Generator().manual_seed(cfg.seed)
     model = build_model(spec.model, dataset, generator=init_gen, **spec.model_params).to(device)
-    strategy = build_strategy(spec.strategy, **with_run_seed(spec.strategy, spec.strategy_params, cfg.seed))
+    strategy_params = with_run_seed(spec.strategy, spec.strategy_params, cfg.seed)
+    strategy = build_strategy(spec.strategy, **strategy_params)
     valid_eval = Evaluator(dataset, "valid", cfg.topk, device)
     test_eval = Evaluator(dataset, "test", cfg.topk, device)
     trains = model.trainable and cfg.epochs > 0
@@ -154,7 +156,8 @@ def _train(dataset, spec, out, progress, resume, overwrite, max_epochs_this_call
 
     _prepare_folder(out, overwrite)
     if not resuming:
-        write_run_file(out, spec, dataset, strategy.label(), model.hparams)
+        write_run_file(out, spec, dataset, strategy.label(), model.hparams,
+                       resolved_params(spec.strategy, strategy_params), model.derived)
     metadata = {"config_hash": spec.config_hash(), "dataset_fingerprint": dataset.fingerprint}
 
     if not trains:
@@ -181,6 +184,7 @@ def _train(dataset, spec, out, progress, resume, overwrite, max_epochs_this_call
         for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
             model.train()
             start = time.perf_counter()
+            set_learning_rate(optimizer, epoch_learning_rate(cfg, epoch))
             model.pre_epoch(model_gen)
             strategy.on_epoch_start(epoch, cfg.epochs)
             total, batches = 0.0, 0
@@ -223,6 +227,17 @@ def _train(dataset, spec, out, progress, resume, overwrite, max_epochs_this_call
     return _finish(
         out, model, test_eval, state["best_valid"], state["best_epoch"], state["epoch"], stopped_early, log, cfg
     )
+
+
+def epoch_learning_rate(cfg: TrainConfig, epoch: int) -> float:
+    """The learning rate of ``epoch`` (from 1): MMRec's LambdaLR ``lr * decay ** (e / step)``, e from 0,
+    stepped after every epoch. Set from the epoch number, so a resumed run needs no scheduler state."""
+    return cfg.lr * cfg.lr_decay ** ((epoch - 1) / cfg.lr_decay_epochs)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def _finish(out, model, test_eval, valid, best_epoch, epochs_run, stopped_early, log, cfg) -> TrainResult:

@@ -78,6 +78,16 @@ def tiny_with_images(tmp_path_factory) -> Dataset:
 
 
 @pytest.fixture(scope="session")
+def shop(tiny_with_images) -> Dataset:
+    """``tiny_with_images`` with text features made from its item texts (as ingest makes them)."""
+    from robustrec.data.encoders import HashingTextEncoder
+
+    texts = [info.text for info in tiny_with_images.items]
+    text = torch.from_numpy(HashingTextEncoder(dim=8).encode(texts))
+    return tiny_with_images.with_features(tiny_with_images.features.replace(text=text))
+
+
+@pytest.fixture(scope="session")
 def ml100k_dir() -> Path:
     if not (ML100K / "ratings.csv").is_file():
         pytest.skip(f"ml100k-mm not found at {ML100K} (set ROBUSTREC_SHARED to the shared folder)")

@@ -122,3 +122,37 @@ def test_cuda_request_without_cuda_is_clear(tiny, tmp_path):
     cfg = TrainConfig(device="cuda", topk=(5, 10, 20))
     with pytest.raises(ConfigError, match="CUDA is not available"):
         train(tiny, RunSpec("vbpr", train=cfg), tmp_path / "run", progress=False)
+
+
+# ---- learning-rate decay (MMRec's learning_rate_scheduler) ---------------------------------------
+
+
+def test_epoch_learning_rate_is_mmrecs_lambda_schedule():
+    from robustrec.training import epoch_learning_rate
+
+    cfg = TrainConfig(lr=1e-3, lr_decay=0.96, lr_decay_epochs=50)
+    assert epoch_learning_rate(cfg, 1) == 1e-3  # LambdaLR starts at factor 0.96 ** 0
+    assert epoch_learning_rate(cfg, 51) == pytest.approx(1e-3 * 0.96)
+    assert epoch_learning_rate(cfg, 26) == pytest.approx(1e-3 * 0.96 ** 0.5)
+    assert epoch_learning_rate(TrainConfig(lr=1e-3), 400) == 1e-3  # no decay by default
+
+
+def test_lr_decay_changes_training_and_resumes_exactly(tiny, tmp_path):
+    decayed = RunSpec("vbpr", train=TrainConfig(epochs=4, batch_size=64, seed=3, lr=1e-2, lr_decay=0.01,
+                                                lr_decay_epochs=1))
+    plain = RunSpec("vbpr", train=TrainConfig(epochs=4, batch_size=64, seed=3, lr=1e-2))
+    losses = {}
+    for name, run_spec in (("decayed", decayed), ("plain", plain)):
+        train(tiny, run_spec, tmp_path / name, progress=False)
+        losses[name] = [json.loads(x)["loss"] for x in (tmp_path / name / "log.jsonl").read_text().splitlines()]
+    assert losses["decayed"][0] == losses["plain"][0] and losses["decayed"][1:] != losses["plain"][1:]
+    assert train(tiny, decayed, tmp_path / "part", progress=False, max_epochs_this_call=2) is None
+    train(tiny, decayed, tmp_path / "part", progress=False)
+    resumed = [json.loads(x)["loss"] for x in (tmp_path / "part" / "log.jsonl").read_text().splitlines()]
+    assert resumed == losses["decayed"]
+
+
+@pytest.mark.parametrize("bad", [{"lr_decay": 0.0}, {"lr_decay": float("nan")}, {"lr_decay_epochs": 0}])
+def test_bad_lr_decay_is_refused(bad):
+    with pytest.raises(ConfigError, match="lr_decay"):
+        TrainConfig(**bad)

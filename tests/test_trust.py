@@ -114,13 +114,17 @@ def test_thread_count_is_recorded_and_part_of_the_identity(tiny, tmp_path):
 
 
 def test_spec_without_thread_count_keeps_its_old_hash():
-    """Run folders written before the thread count was recorded keep their configuration hash."""
+    """Run folders written before the thread count and the learning-rate decay were recorded keep
+    their configuration hash; a decay that is on changes it."""
     spec = RunSpec("vbpr", train=TrainConfig(seed=3))
     data = spec.to_json()
-    data["train"].pop("device")
-    data["train"].pop("threads")
+    for later in ("device", "threads", "lr_decay", "lr_decay_epochs"):
+        data["train"].pop(later)
     old = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
     assert spec.config_hash() == old
+    decayed = RunSpec("vbpr", train=TrainConfig(seed=3, lr_decay=0.96))
+    assert decayed.config_hash() != old
+    assert RunSpec.from_json(decayed.to_json()).config_hash() == decayed.config_hash()
 
 
 def test_resume_refuses_another_thread_count(tiny, tmp_path):

@@ -71,6 +71,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=DEFAULTS.lr, help="learning rate")
     p.add_argument("--momentum", type=float, default=DEFAULTS.momentum, help="sgd / rmsprop momentum")
     p.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay, help="L2 weight decay")
+    p.add_argument("--lr-decay", type=float, default=DEFAULTS.lr_decay,
+                   help="learning-rate decay: epoch e trains at lr * DECAY ** ((e - 1) / --lr-decay-epochs) "
+                        "(MMRec's learning_rate_scheduler; LATTICE and MGCN use 0.96 and 50)")
+    p.add_argument("--lr-decay-epochs", type=int, default=DEFAULTS.lr_decay_epochs,
+                   help="epochs over which the learning rate shrinks by the factor --lr-decay")
     p.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="maximum epochs")
     p.add_argument("--patience", type=int, default=DEFAULTS.patience,
                    help="evaluations without improvement tolerated before stopping")
@@ -122,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
             lr=args.lr,
             momentum=args.momentum,
             weight_decay=args.weight_decay,
+            lr_decay=args.lr_decay,
+            lr_decay_epochs=args.lr_decay_epochs,
             seed=DEFAULTS.seed if args.seed is None else args.seed,
             device=args.device,
             topk=tuple(args.topk),

@@ -36,6 +36,9 @@ from robustrec.data.sampling import Batch
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]
 
+#: ``__init__`` arguments that are not hyper-parameters (the generator only seeds the initial values).
+_NOT_HPARAMS = ("self", "dataset", "generator")
+
 
 @dataclass(frozen=True)
 class EmbeddingTable:
@@ -92,6 +95,21 @@ def seeded_linear(
     return layer
 
 
+def xavier_table(rows: int, cols: int, generator: torch.Generator) -> nn.Parameter:
+    """A ``rows x cols`` embedding table initialised Xavier-uniform from ``generator`` (MMRec's usual
+    ``nn.init.xavier_uniform_`` on an ``nn.Embedding`` weight or a bare parameter)."""
+    table = nn.Parameter(torch.empty(rows, cols))
+    nn.init.xavier_uniform_(table, generator=generator)
+    return table
+
+
+def perturbed(tensor: torch.Tensor, perturb: dict[str, torch.Tensor] | None, key: str) -> torch.Tensor:
+    """``tensor + perturb[key]`` when a perturbation for ``key`` is given (AMR), else ``tensor``."""
+    if perturb and key in perturb:
+        return tensor + perturb[key]
+    return tensor
+
+
 class Recommender(nn.Module):
     """Base class. Subclasses define ``name`` and implement ``loss_terms`` and ``inference_embeddings``,
     and check their hyper-parameters (:mod:`robustrec.checks`) before building anything."""
@@ -105,7 +123,15 @@ class Recommender(nn.Module):
     hparams: dict[str, Any]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        """Record each model's keyword hyper-parameters so copies can be rebuilt exactly."""
+        """Record each model's keyword hyper-parameters so copies can be rebuilt exactly.
+
+        Every class in the chain that defines ``__init__`` records its own bound arguments, defaults
+        included (a ``**kwargs`` parameter is flattened), after its body has run; the base classes'
+        records come first and the subclass's own values win. So ``class MyVBPR(VBPR): pass`` records
+        VBPR's hyper-parameters, and a subclass that fixes one of them in its ``super().__init__`` call
+        records the value it fixed. :meth:`Recommender.copy_with` passes back what ``type(self)``
+        accepts.
+        """
         super().__init_subclass__(**kwargs)
         if "__init__" not in cls.__dict__:
             return
@@ -115,12 +141,16 @@ class Recommender(nn.Module):
         @functools.wraps(init)
         def recording_init(self, dataset, *args, **kw):
             init(self, dataset, *args, **kw)
-            if type(self) is cls:
-                bound = signature.bind(self, dataset, *args, **kw)
-                bound.apply_defaults()
-                self.hparams = {
-                    k: v for k, v in bound.arguments.items() if k not in ("self", "dataset", "generator")
-                }
+            bound = signature.bind(self, dataset, *args, **kw)
+            bound.apply_defaults()
+            recorded: dict[str, Any] = {}
+            for name, value in bound.arguments.items():
+                kind = signature.parameters[name].kind
+                if kind is inspect.Parameter.VAR_KEYWORD:
+                    recorded.update({k: v for k, v in value.items() if k != "generator"})
+                elif kind is not inspect.Parameter.VAR_POSITIONAL and name not in _NOT_HPARAMS:
+                    recorded[name] = value
+            self.hparams = {**self.hparams, **recorded}
 
         cls.__init__ = recording_init
 
@@ -130,6 +160,8 @@ class Recommender(nn.Module):
         self.n_users = dataset.n_users
         self.n_items = dataset.n_items
         self.hparams = {}
+        #: What the model built and from where, for run.json, e.g. ``{"user_graph": "read from ..."}``.
+        self.derived: dict[str, str] = {}
 
     # ---- what subclasses implement ---------------------------------------------------------
     def loss_terms(self, batch: Batch, perturb: dict[str, torch.Tensor] | None = None) -> LossTerms:
@@ -180,9 +212,17 @@ class Recommender(nn.Module):
 
     def copy_with(self, dataset: Dataset | None = None) -> Recommender:
         """An independent copy (own weights) built on ``dataset`` (default: the same one)."""
-        clone = type(self)(dataset if dataset is not None else self.dataset, **self.hparams)
+        clone = type(self)(dataset if dataset is not None else self.dataset, **self.init_hparams())
         clone.load_state_dict(self.state_dict())
         return clone.to(self.device).train(self.training)
+
+    def init_hparams(self) -> dict[str, Any]:
+        """The recorded hyper-parameters that ``type(self)(dataset, ...)`` accepts (all of them when
+        its ``__init__`` takes ``**kwargs``): what rebuilds this model."""
+        parameters = inspect.signature(type(self).__init__).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            return dict(self.hparams)
+        return {k: v for k, v in self.hparams.items() if k in parameters}
 
     def weights_copy(self, names: Collection[str] | None = None) -> Recommender:
         """A cheap copy with its own copy of the parameters in ``names`` (default: all of them).
@@ -201,6 +241,103 @@ class Recommender(nn.Module):
         for name in ("image", "text"):
             value = getattr(features, name)
             self.register_buffer(f"{name}_feat", value, persistent=False)
+
+
+#: MMRec's order of the modalities where a model keeps one table each (image first).
+FEATURE_ORDER = ("image", "text")
+
+
+class IDEmbeddingModel(Recommender):
+    """Models with a user and an item ID embedding table, ``user_embedding`` and ``item_embedding``
+    (MMRec draws users first). The noise suite targets both (:meth:`embedding_tables`)."""
+
+    user_embedding: nn.Parameter
+    item_embedding: nn.Parameter
+
+    def init_id_embeddings(
+        self, size: int, generator: torch.Generator, init: Callable[..., torch.Tensor] = nn.init.xavier_uniform_
+    ) -> None:
+        """``user_embedding`` then ``item_embedding``, each ``init`` from ``generator``."""
+        self.user_embedding = nn.Parameter(init(torch.empty(self.n_users, size), generator=generator))
+        self.item_embedding = nn.Parameter(init(torch.empty(self.n_items, size), generator=generator))
+
+    def ego_rows(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The batch's rows of the ID tables (users, positives, negatives): what MMRec often regularises."""
+        return (
+            self.user_embedding.index_select(0, batch.users),
+            self.item_embedding.index_select(0, batch.pos_items),
+            self.item_embedding.index_select(0, batch.neg_items),
+        )
+
+    def embedding_tables(self) -> list[EmbeddingTable]:
+        return [
+            EmbeddingTable("user_embedding", "user", 0, self.n_users),
+            EmbeddingTable("item_embedding", "item", 0, self.n_items),
+        ]
+
+
+class GeneralRecommender(IDEmbeddingModel):
+    """A model of user and item ID embeddings only (MMRec's "general" models: BPR, LightGCN, LayerGCN,
+    SelfCF): it reads no item features, so it trains on a dataset without any, exposes nothing for AMR
+    to perturb, and the feature and caption suites refuse it."""
+
+    reads_features_at_inference = False
+
+    def adversarial_inputs(self) -> dict[str, torch.Tensor]:
+        return {}
+
+
+class FeatureTableModel(IDEmbeddingModel):
+    """Models with ID embeddings and learnable item-feature tables (BM3, FREEDOM, LATTICE, MGCN, ...).
+
+    Per present modality ``m`` the model holds a parameter ``{m}_embedding``: a copy of the raw
+    features that training moves (MMRec's ``nn.Embedding.from_pretrained(feat, freeze=False)``),
+    and usually a linear projection ``{m}_trs`` of it. The noise suite targets the ID and the feature
+    tables (:meth:`embedding_tables`); AMR perturbs the feature tables (:meth:`adversarial_inputs`),
+    which :meth:`feature_table` adds when given.
+    """
+
+    modalities: tuple[str, ...]
+
+    def init_feature_tables(
+        self,
+        dataset: Dataset,
+        generator: torch.Generator,
+        project_to: int | None = None,
+        weight_init: Callable[..., torch.Tensor] | None = None,
+    ) -> None:
+        """One learnable table per present modality (image first), each followed by its projection
+        ``{m}_trs`` to ``project_to`` columns when that is given (``seeded_linear``, ``weight_init``
+        for the weight). Sets ``self.modalities``."""
+        self.modalities = tuple(m for m in FEATURE_ORDER if getattr(dataset.features, m) is not None)
+        for modality in self.modalities:
+            feat = getattr(dataset.features, modality)
+            self.register_parameter(f"{modality}_embedding", nn.Parameter(feat.detach().clone().float()))
+            if project_to is not None:
+                self.add_module(
+                    f"{modality}_trs", seeded_linear(feat.shape[1], project_to, generator, weight_init)
+                )
+
+    def feature_table(self, modality: str, perturb: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """The learnable table of ``modality``, plus AMR's perturbation of it when one is given."""
+        return perturbed(getattr(self, f"{modality}_embedding"), perturb, modality)
+
+    def projected_features(
+        self, modality: str, perturb: dict[str, torch.Tensor] | None = None, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``{m}_trs`` of the table (only of ``rows`` when given: same values, less work)."""
+        table = self.feature_table(modality, perturb)
+        if rows is not None:
+            table = table.index_select(0, rows)
+        return getattr(self, f"{modality}_trs")(table)
+
+    def embedding_tables(self) -> list[EmbeddingTable]:
+        features = [EmbeddingTable(f"{m}_embedding", "feature", 0, self.n_items) for m in self.modalities]
+        return super().embedding_tables() + features
+
+    def adversarial_inputs(self) -> dict[str, torch.Tensor]:
+        """The learnable feature tables (initialised from the raw features) that the loss reads."""
+        return {m: getattr(self, f"{m}_embedding") for m in self.modalities}
 
 
 class BranchedGraphModel(Recommender):

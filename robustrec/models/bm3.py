@@ -33,15 +33,12 @@ from robustrec import checks
 from robustrec.data.dataset import Dataset
 from robustrec.data.sampling import Batch
 from robustrec.errors import ConfigError
-from robustrec.models.base import EmbeddingTable, LossTerms, Recommender, default_generator, seeded_linear
+from robustrec.models.base import FeatureTableModel, LossTerms, default_generator, seeded_linear
 from robustrec.models.graph import layer_mean, normalized_adjacency, to_csr
 from robustrec.models.losses import dropout, embedding_norm_loss
 
-#: MMRec's order of the modalities (image first).
-MODALITIES = ("image", "text")
 
-
-class BM3(Recommender):
+class BM3(FeatureTableModel):
     name = "bm3"
     reads_features_at_inference = False
 
@@ -69,23 +66,14 @@ class BM3(Recommender):
         self.dropout = dropout
         self.reg_weight = reg_weight
         self.cl_weight = cl_weight
-        self.modalities = tuple(m for m in MODALITIES if getattr(dataset.features, m) is not None)
 
         # the normalised adjacency is symmetric, so it is its own transpose in spmm's backward
         self.register_buffer("norm_adj", to_csr(normalized_adjacency(dataset.train_matrix)), persistent=False)
 
         # MMRec's initialisation order: user, item, predictor, then per modality table + projection
-        self.user_embedding = nn.Parameter(torch.empty(self.n_users, embedding_size))
-        self.item_embedding = nn.Parameter(torch.empty(self.n_items, embedding_size))
-        nn.init.xavier_uniform_(self.user_embedding, generator=g)
-        nn.init.xavier_uniform_(self.item_embedding, generator=g)
+        self.init_id_embeddings(embedding_size, g)
         self.predictor = seeded_linear(embedding_size, embedding_size, g, nn.init.xavier_normal_)
-        for modality in self.modalities:
-            feat = getattr(dataset.features, modality)
-            self.register_parameter(f"{modality}_embedding", nn.Parameter(feat.detach().clone().float()))
-            self.add_module(
-                f"{modality}_trs", seeded_linear(feat.shape[1], embedding_size, g, nn.init.xavier_normal_)
-            )
+        self.init_feature_tables(dataset, g, project_to=embedding_size, weight_init=nn.init.xavier_normal_)
 
     # ---- representations --------------------------------------------------------------------
     def _propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,12 +81,6 @@ class BM3(Recommender):
         ego = torch.cat([self.user_embedding, self.item_embedding])
         users, items = layer_mean(self.norm_adj, ego, self.n_layers).split([self.n_users, self.n_items])
         return users, items + self.item_embedding
-
-    def _feature_table(self, modality: str, perturb: dict[str, torch.Tensor] | None) -> torch.Tensor:
-        table = getattr(self, f"{modality}_embedding")
-        if perturb and modality in perturb:
-            table = table + perturb[modality]
-        return table
 
     # ---- protocol ---------------------------------------------------------------------------
     def loss_terms(self, batch: Batch, perturb: dict[str, torch.Tensor] | None = None) -> LossTerms:
@@ -109,8 +91,7 @@ class BM3(Recommender):
         # every representation is computed once per distinct user / item of the batch
         rows = [u_all.index_select(0, users), i_all.index_select(0, items)]
         for modality in self.modalities:
-            table = self._feature_table(modality, perturb).index_select(0, items)
-            rows.append(getattr(self, f"{modality}_trs")(table))
+            rows.append(self.projected_features(modality, perturb, rows=items))
         sizes = [len(r) for r in rows]
         stacked = torch.cat(rows)
         online = _unit(self.predictor(stacked)).split(sizes)
@@ -138,18 +119,6 @@ class BM3(Recommender):
     def inference_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         users, items = self._propagate()
         return self.predictor(users), self.predictor(items)
-
-    def embedding_tables(self) -> list[EmbeddingTable]:
-        tables = [
-            EmbeddingTable("user_embedding", "user", 0, self.n_users),
-            EmbeddingTable("item_embedding", "item", 0, self.n_items),
-        ]
-        tables += [EmbeddingTable(f"{m}_embedding", "feature", 0, self.n_items) for m in self.modalities]
-        return tables
-
-    def adversarial_inputs(self) -> dict[str, torch.Tensor]:
-        """The learnable feature tables (initialised from the raw features) that the loss reads."""
-        return {m: getattr(self, f"{m}_embedding") for m in self.modalities}
 
 
 def _unit(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

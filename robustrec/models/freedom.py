@@ -28,43 +28,25 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
 from robustrec import checks
 from robustrec.data.dataset import Dataset
 from robustrec.data.sampling import Batch
-from robustrec.errors import ConfigError
-from robustrec.models.base import EmbeddingTable, LossTerms, Recommender, default_generator, seeded_linear
+from robustrec.models.base import FeatureTableModel, LossTerms, default_generator
 from robustrec.models.graph import (
     bipartite_adjacency,
-    knn_graph,
     layer_mean,
+    mixed_knn_graph,
     normalized_adjacency,
+    prune_edges,
     spmm,
     symmetric_norm_values,
     to_csr,
 )
 from robustrec.models.losses import bpr_loss
 
-#: MMRec's order of the modalities (image first).
-MODALITIES = ("image", "text")
 
-
-def mixed_knn_graph(
-    image: torch.Tensor | None, text: torch.Tensor | None, knn_k: int, image_weight: float
-) -> torch.Tensor:
-    """FREEDOM's frozen item-item graph: per-modality kNN graphs, mixed by ``image_weight``."""
-    graphs = {
-        name: knn_graph(feat, knn_k) for name, feat in (("image", image), ("text", text)) if feat is not None
-    }
-    if not graphs:
-        raise ConfigError("FREEDOM needs image or text features")
-    if len(graphs) == 1:
-        return next(iter(graphs.values()))
-    return (image_weight * graphs["image"] + (1.0 - image_weight) * graphs["text"]).coalesce()
-
-
-class FREEDOM(Recommender):
+class FREEDOM(FeatureTableModel):
     name = "freedom"
     reads_features_at_inference = True
 
@@ -99,7 +81,6 @@ class FREEDOM(Recommender):
         self.reg_weight = reg_weight
         self.dropout = dropout
         self.lambda_coeff = lambda_coeff  # unused, as in MMRec
-        self.modalities = tuple(m for m in MODALITIES if getattr(dataset.features, m) is not None)
 
         # frozen item-item graph from the raw features (rebuilt by with_features); it is not symmetric
         mm_adj = mixed_knn_graph(dataset.features.image, dataset.features.text, knn_k, mm_image_weight)
@@ -118,14 +99,8 @@ class FREEDOM(Recommender):
         self.register_buffer("masked_adj", None, persistent=False)
 
         # MMRec's initialisation order: user, item, then per modality table + projection (default init)
-        self.user_embedding = nn.Parameter(torch.empty(self.n_users, embedding_size))
-        self.item_embedding = nn.Parameter(torch.empty(self.n_items, embedding_size))
-        nn.init.xavier_uniform_(self.user_embedding, generator=g)
-        nn.init.xavier_uniform_(self.item_embedding, generator=g)
-        for modality in self.modalities:
-            feat = getattr(dataset.features, modality)
-            self.register_parameter(f"{modality}_embedding", nn.Parameter(feat.detach().clone().float()))
-            self.add_module(f"{modality}_trs", seeded_linear(feat.shape[1], feat_embed_dim, g))
+        self.init_id_embeddings(embedding_size, g)
+        self.init_feature_tables(dataset, g, project_to=feat_embed_dim)
 
     # ---- graphs -------------------------------------------------------------------------------
     def pruned_adjacency(self, generator: torch.Generator | None) -> torch.Tensor:
@@ -133,7 +108,7 @@ class FREEDOM(Recommender):
         if self.dropout <= 0.0:
             return self.norm_adj
         n_keep = int(self.edge_values.size(0) * (1.0 - self.dropout))
-        keep = torch.multinomial(self.edge_values, n_keep, replacement=False, generator=generator)
+        keep = prune_edges(self.edge_values, n_keep, generator)
         rows, cols = self.edge_index[:, keep]
         return to_csr(bipartite_adjacency(rows, cols, self.n_users, self.n_items))
 
@@ -162,28 +137,12 @@ class FREEDOM(Recommender):
             return LossTerms(loss, no_regularizer)  # the feature term below would add exactly zero gradient
         feature_loss = loss.new_zeros(())
         for modality in reversed(self.modalities):  # MMRec adds text first
-            table = getattr(self, f"{modality}_embedding")
-            if perturb and modality in perturb:
-                table = table + perturb[modality]
-            trs = getattr(self, f"{modality}_trs")
             feature_loss = feature_loss + bpr_loss(
                 users,
-                trs(table.index_select(0, batch.pos_items)),
-                trs(table.index_select(0, batch.neg_items)),
+                self.projected_features(modality, perturb, rows=batch.pos_items),
+                self.projected_features(modality, perturb, rows=batch.neg_items),
             )
         return LossTerms(loss + self.reg_weight * feature_loss, no_regularizer)
 
     def inference_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self._propagate(self.norm_adj)
-
-    def embedding_tables(self) -> list[EmbeddingTable]:
-        tables = [
-            EmbeddingTable("user_embedding", "user", 0, self.n_users),
-            EmbeddingTable("item_embedding", "item", 0, self.n_items),
-        ]
-        tables += [EmbeddingTable(f"{m}_embedding", "feature", 0, self.n_items) for m in self.modalities]
-        return tables
-
-    def adversarial_inputs(self) -> dict[str, torch.Tensor]:
-        """The learnable feature tables (initialised from the raw features) that the loss reads."""
-        return {m: getattr(self, f"{m}_embedding") for m in self.modalities}

@@ -12,6 +12,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from robustrec.errors import ConfigError
+
 EPS = 1e-7
 
 
@@ -42,6 +44,19 @@ def bipartite_adjacency(
     return sparse(index, torch.cat([values, values]), (n, n))
 
 
+def prune_edges(
+    edge_values: torch.Tensor, n_keep: int, generator: torch.Generator | None, degree_sensitive: bool = True
+) -> torch.Tensor:
+    """The indices of ``n_keep`` distinct edges drawn without replacement: with probability proportional
+    to ``edge_values`` (degree-sensitive pruning, FREEDOM's and LayerGCN's) or uniformly (LayerGCN's
+    other epochs)."""
+    if n_keep <= 0:
+        return torch.zeros(0, dtype=torch.long, device=edge_values.device)
+    if degree_sensitive:
+        return torch.multinomial(edge_values, n_keep, replacement=False, generator=generator)
+    return torch.randperm(len(edge_values), generator=generator, device=edge_values.device)[:n_keep]
+
+
 def normalized_adjacency(train_matrix: sp.csr_matrix) -> torch.Tensor:
     """D^-1/2 A D^-1/2 of the user-item graph given as a binary user x item matrix."""
     coo = train_matrix.tocoo()
@@ -66,6 +81,32 @@ def knn_graph(features: torch.Tensor, k: int, chunk: int = 4096) -> torch.Tensor
     inv_sqrt = degree.pow(-0.5)
     values = inv_sqrt[rows] * inv_sqrt[cols]
     return sparse(torch.stack([rows, cols]), values, (n, n))
+
+
+def mixed_knn_graph(
+    image: torch.Tensor | None, text: torch.Tensor | None, knn_k: int, image_weight: float
+) -> torch.Tensor:
+    """The frozen multimodal item-item graph of FREEDOM and DRAGON: per-modality kNN graphs, mixed as
+    ``image_weight * image + (1 - image_weight) * text`` (one graph when one modality is present)."""
+    graphs = {
+        name: knn_graph(feat, knn_k) for name, feat in (("image", image), ("text", text)) if feat is not None
+    }
+    if not graphs:
+        raise ConfigError("a kNN item graph needs image or text features")
+    if len(graphs) == 1:
+        return next(iter(graphs.values()))
+    return (image_weight * graphs["image"] + (1.0 - image_weight) * graphs["text"]).coalesce()
+
+
+def user_item_graph(train_matrix: sp.csr_matrix, aggr_mode: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The (users + items) square user-item graph as CSR, and its transpose (``None`` when symmetric):
+    D^-1/2 A D^-1/2 for "add", the mean over a node's neighbours for "mean" (no self loops)."""
+    if aggr_mode == "add":
+        return to_csr(normalized_adjacency(train_matrix)), None
+    users, items = user_item_edges(train_matrix)
+    edges = torch.stack([torch.cat([users, items]), torch.cat([items, users])])
+    mean = mean_aggregation(edges, sum(train_matrix.shape))
+    return to_csr(mean), to_csr(mean.t())
 
 
 def mean_aggregation(edge_index: torch.Tensor, n_nodes: int) -> torch.Tensor:

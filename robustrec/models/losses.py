@@ -18,6 +18,11 @@ def embedding_norm_loss(*embeddings: torch.Tensor) -> torch.Tensor:
     return total / embeddings[-1].shape[0]
 
 
+def l2_loss(*embeddings: torch.Tensor) -> torch.Tensor:
+    """MMRec's ``L2Loss``: the sum over the tensors of half their squared Frobenius norm."""
+    return sum(0.5 * e.square().sum() for e in embeddings)
+
+
 def cosine_loss(online: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """1 - mean cosine similarity, with no gradient into ``target`` (BYOL-style, as in BM3)."""
     return 1.0 - F.cosine_similarity(online, target.detach(), dim=-1).mean()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from robustrec.errors import ConfigError
-from robustrec.hparams import accepted, check_params, parse_params
+from robustrec.hparams import accepted, check_params, defaults, parse_params
 from robustrec.registry import Registry
 from robustrec.strategies.amr import AMR
 from robustrec.strategies.base import Strategy
@@ -44,6 +44,17 @@ def with_run_seed(name: str, params: dict[str, Any], seed: int) -> dict[str, Any
         return dict(params)
     takes_seed = any("seed" in accepted(STRATEGIES.get(part)) for part in name.split("+"))
     return {**params, "seed": seed} if takes_seed else dict(params)
+
+
+def resolved_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Every hyper-parameter strategy ``name`` runs with: each part's defaults, overridden by
+    ``params`` (what run.json records, so a run says which a2 or rho it used without the code)."""
+    resolved: dict[str, Any] = {}
+    for part in name.split("+"):
+        factory = STRATEGIES.get(part)
+        resolved.update({k: v for k, v in defaults(factory).items() if k != "objective"})
+    resolved.update(params)
+    return resolved
 
 
 def build_strategy(name: str, **params: Any) -> Strategy:

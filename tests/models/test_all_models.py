@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from robustrec.data.sampling import BPRSampler
+from robustrec.hparams import accepted
 from robustrec.models import MODELS, build_model
 
 ALL = MODELS.names()
@@ -133,6 +134,11 @@ def test_feature_readers_react_to_new_features(name, tiny):
 # ---- the loss as a data term and a regulariser (AMR counts the regulariser once) -----------------
 
 
+def _reg(name, weight):
+    """The model's weight on its regulariser as a keyword (SLMRec keeps MMRec's name ``reg``)."""
+    return {"reg" if "reg" in accepted(MODELS.get(name)) else "reg_weight": weight}
+
+
 def _replay(batch, seed=3):
     """The batch with a fresh generator, so two calls draw the same model randomness (BM3's dropout)."""
     return type(batch)(batch.users, batch.pos_items, batch.neg_items, torch.Generator().manual_seed(seed))
@@ -140,7 +146,7 @@ def _replay(batch, seed=3):
 
 @pytest.mark.parametrize("name", TRAINABLE)
 def test_loss_is_the_data_term_plus_the_regulariser(name, tiny):
-    model = build_model(name, tiny, generator=torch.Generator().manual_seed(0), reg_weight=0.5)
+    model = build_model(name, tiny, generator=torch.Generator().manual_seed(0), **_reg(name, 0.5))
     model.pre_epoch(torch.Generator().manual_seed(0))
     batch = first_batch(tiny)
     terms = model.loss_terms(_replay(batch))
@@ -153,7 +159,10 @@ def test_the_regulariser_sends_no_gradient_to_the_features(name, tiny):
     """What AMR perturbs moves the data term only, so its perturbation follows the data term's gradient.
     (VBPR's regulariser reads the features, through the norms of its item rows, but it penalises the
     weights: its gradient stops at the features.)"""
-    model = build_model(name, tiny, generator=torch.Generator().manual_seed(0), reg_weight=0.5)
+    model = build_model(name, tiny, generator=torch.Generator().manual_seed(0), **_reg(name, 0.5))
+    if not model.adversarial_inputs():  # an ID-only model: AMR refuses it (tests/models/test_registry.py)
+        assert not model.reads_features_at_inference
+        return
     model.pre_epoch(torch.Generator().manual_seed(0))
     batch = first_batch(tiny)
     zeros = {m: torch.zeros_like(t, requires_grad=True) for m, t in model.adversarial_inputs().items()}
@@ -167,7 +176,9 @@ def test_the_regulariser_sends_no_gradient_to_the_features(name, tiny):
 
 #: FREEDOM's ``reg_weight`` weighs a BPR loss on the projected feature tables: it reads the features, so
 #: it belongs to the data term, and FREEDOM has no weight regulariser.
-L2_REGULARISED = [n for n in TRAINABLE if n != "freedom"]
+#: SLMRec keeps MMRec's ``reg`` but, as in MMRec, no term reads it: its weights are kept small by
+#: Adam's weight decay (MMRec's ``weight_decay: 1e-4``, a trainer setting), so its regulariser is zero.
+L2_REGULARISED = [n for n in TRAINABLE if n not in ("freedom", "slmrec")]
 
 
 @pytest.mark.parametrize("name", L2_REGULARISED)
@@ -175,7 +186,7 @@ def test_reg_weight_scales_the_regulariser_and_leaves_the_data_term(name, tiny):
     batch = first_batch(tiny)
     terms = {}
     for weight in (0.0, 0.5, 1.0):
-        model = build_model(name, tiny, generator=torch.Generator().manual_seed(0), reg_weight=weight)
+        model = build_model(name, tiny, generator=torch.Generator().manual_seed(0), **_reg(name, weight))
         model.pre_epoch(torch.Generator().manual_seed(0))
         terms[weight] = model.loss_terms(_replay(batch))
     assert terms[0.0].regularizer.item() == 0.0

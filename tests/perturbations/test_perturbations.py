@@ -51,14 +51,6 @@ def captioned(calls):
     return [t for t in calls if "a photo of thing" in t]
 
 
-@pytest.fixture(scope="module")
-def shop(tiny_with_images):
-    """``tiny_with_images`` with text features made from its item texts (as ingest makes them)."""
-    texts = [info.text for info in tiny_with_images.items]
-    text = torch.from_numpy(HashingTextEncoder(dim=8).encode(texts))
-    return tiny_with_images.with_features(tiny_with_images.features.replace(text=text))
-
-
 def snapshot(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 

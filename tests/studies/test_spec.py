@@ -21,7 +21,7 @@ BAD = [
     ("unknown train key", edited("epochs = 2", "epoch = 2"), "[train]: unknown key 'epoch'; valid: epochs"),
     ("seed in train", edited("epochs = 2", "epochs = 2\nseed = 1"), "[train].seed is set by [study].seeds"),
     ("unknown run key", edited('model = "vbpr"', 'model = "vbpr"\nmodle = 1'), "runs[1]: unknown key 'modle'"),
-    ("unknown model", edited('model = "vbpr"', 'model = "vbrp"'), "unknown model 'vbrp'; known: bm3, freedom"),
+    ("unknown model", edited('model = "vbpr"', 'model = "vbrp"'), "unknown model 'vbrp'; known: bm3, bpr,"),
     ("unknown strategy", edited('strategy = "mirror"', 'strategy = "mirorr"'), "unknown strategy 'mirorr'; known:"),
     ("unknown suite", edited('suite = "noise"', 'suite = "noize"'), "unknown suite 'noize'; known:"),
     ("unknown grid parameter", edited("alpha2 = [0.1]", "alpha3 = [0.1]"),
