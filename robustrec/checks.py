@@ -58,6 +58,13 @@ def flag(owner: str, name: str, value: Any) -> bool:
     return value
 
 
+def choice(owner: str, name: str, value: Any, choices: tuple[str, ...]) -> str:
+    """``value`` when it is one of ``choices`` (a string option such as an aggregation mode)."""
+    if value not in choices:
+        raise _error(owner, name, value, f"one of {', '.join(choices)}")
+    return value
+
+
 def _within(
     owner: str,
     name: str,

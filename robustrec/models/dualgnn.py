@@ -139,12 +139,8 @@ class DualGNN(Recommender):
         n_layers = checks.count(self.name, "n_layers", n_layers, minimum=0)
         reg_weight = checks.non_negative(self.name, "reg_weight", reg_weight)
         k = checks.count(self.name, "k", k)
-        if aggr_mode not in AGGR_MODES:
-            raise ConfigError(f"{self.name}: aggr_mode must be one of {', '.join(AGGR_MODES)}, got {aggr_mode!r}")
-        if user_aggr_mode not in USER_AGGR_MODES:
-            raise ConfigError(
-                f"{self.name}: user_aggr_mode must be one of {', '.join(USER_AGGR_MODES)}, got {user_aggr_mode!r}"
-            )
+        checks.choice(self.name, "aggr_mode", aggr_mode, AGGR_MODES)
+        checks.choice(self.name, "user_aggr_mode", user_aggr_mode, USER_AGGR_MODES)
         super().__init__(dataset)
         if not dataset.features.modalities:
             raise ConfigError("DualGNN needs image or text features")

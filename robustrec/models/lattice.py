@@ -176,8 +176,7 @@ class LATTICE(FeatureTableModel):
         )
         n_layers = checks.count(self.name, "n_layers", n_layers, minimum=0)
         knn_k = checks.count(self.name, "knn_k", knn_k)
-        if cf_model not in CF_MODELS:
-            raise ConfigError(f"{self.name}: cf_model must be one of {', '.join(CF_MODELS)}, got {cf_model!r}")
+        checks.choice(self.name, "cf_model", cf_model, CF_MODELS)
         if cf_model == "ngcf":
             _check_ngcf(weight_size, mess_dropout, embedding_size)
         super().__init__(dataset)

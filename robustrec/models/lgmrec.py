@@ -152,10 +152,7 @@ class LGMRec(Recommender):
         """``inference_seed`` seeds the Gumbel noise of every scoring pass (robustrec's; see above)."""
         embedding_size = checks.count(self.name, "embedding_size", embedding_size)
         feat_embed_dim = checks.count(self.name, "feat_embed_dim", feat_embed_dim)
-        if cf_model not in CF_MODELS:
-            raise ConfigError(
-                f"{self.name}: cf_model must be one of {', '.join(CF_MODELS)}, got {cf_model!r}"
-            )
+        checks.choice(self.name, "cf_model", cf_model, CF_MODELS)
         n_ui_layers = checks.count(self.name, "n_ui_layers", n_ui_layers, minimum=0)
         n_mm_layers = checks.count(self.name, "n_mm_layers", n_mm_layers, minimum=0)
         n_hyper_layer = checks.count(self.name, "n_hyper_layer", n_hyper_layer)

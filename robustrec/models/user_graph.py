@@ -42,7 +42,7 @@ from numpy.lib import format as npy_format
 
 from robustrec import checks
 from robustrec.data.dataset import Dataset
-from robustrec.errors import ConfigError, DataError, first_line
+from robustrec.errors import DataError, first_line
 
 #: MMRec's file name (its ``user_graph_dict_file`` setting).
 USER_GRAPH_FILE = "user_graph_dict.npy"
@@ -575,9 +575,7 @@ def expected_neighbours(graph: UserGraph, k: int, mode: str) -> tuple[torch.Tens
 
 def _check_sampling(k: Any, mode: Any) -> tuple[int, str]:
     k = checks.count("user graph", "k", k)
-    if mode not in USER_AGGR_MODES:
-        raise ConfigError(f"user graph: mode must be one of {', '.join(USER_AGGR_MODES)}, got {mode!r}")
-    return k, mode
+    return k, checks.choice("user graph", "mode", mode, USER_AGGR_MODES)
 
 
 def _first_slots(graph: UserGraph, k: int) -> tuple[np.ndarray, np.ndarray]:
