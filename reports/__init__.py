@@ -22,6 +22,8 @@ from .drops import (
     relative_drop,
     row_label,
 )
+from .flatness import Flatness, build_flatness, plot_flatness, render_flatness, render_with_flatness, spearman
+from .landscape import plot_interpolation, plot_landscapes, plot_surface
 from .plots import plot_drops
 from .stats import (
     Comparison,
@@ -35,6 +37,7 @@ from .stats import (
     verdict,
 )
 from .tables import FORMATS, Report, Table, build_report, render, to_dict
+from .trace import Trace, load_trace, plot_trace, read_trace, trace_table
 
 __all__ = [
     "FORMATS",
@@ -43,6 +46,7 @@ __all__ = [
     "CheckItem",
     "CheckResult",
     "Comparison",
+    "Flatness",
     "GroupKey",
     "PairedTest",
     "Report",
@@ -50,7 +54,9 @@ __all__ = [
     "SeedDrop",
     "SuiteKey",
     "Table",
+    "Trace",
     "Violation",
+    "build_flatness",
     "build_report",
     "check",
     "compare",
@@ -60,13 +66,24 @@ __all__ = [
     "holm_correct",
     "junit_xml",
     "load_results",
+    "load_trace",
     "paired_test",
     "parse_max_drop",
     "parse_min_clean",
     "plot_drops",
+    "plot_flatness",
+    "plot_interpolation",
+    "plot_landscapes",
+    "plot_surface",
+    "plot_trace",
+    "read_trace",
     "relative_drop",
     "render",
+    "render_flatness",
+    "render_with_flatness",
     "row_label",
+    "spearman",
     "to_dict",
+    "trace_table",
     "verdict",
 ]

@@ -11,6 +11,11 @@ Records are read strictly, since they may come from anywhere (a CI artifact, a c
 JSON only (no ``NaN`` / ``Infinity``), every field of its type, metrics and severities finite
 numbers, and the per-user file inside the records file's folder. Anything else is a DataError.
 
+A :class:`Diagnosis` is the record ``robustrec diagnose`` writes: the flatness of one run at its selected
+weights (``kind == "run"``) or the loss between two runs (``kind == "interpolation"``), in a folder's
+``diagnostics.jsonl`` (:data:`DIAGNOSIS_FILE`). It is read as strictly as a :class:`Record`, and joined
+to audit records on (dataset fingerprint, config hash) by :mod:`reports.flatness`.
+
 Reports depend on this module only, never on models.
 """
 
@@ -25,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from robustrec.errors import DataError
-from robustrec.io import atomic_path, loads_json, read_text, write_jsonl
+from robustrec.io import atomic_path, dumps_json, loads_json, read_text, write_jsonl
 from robustrec.metrics import is_metric_key
 
 SCHEMA = "robustrec.record/1"
@@ -260,3 +265,193 @@ def _check_per_user(arrays: dict[str, np.ndarray], npz_path: Path) -> None:
             raise DataError(f"per-user values {npz_path}: {name} is not one number per user")
         if not np.isfinite(values).all():
             raise DataError(f"per-user values {npz_path}: {name} holds NaN or infinity")
+
+
+# -- diagnoses -----------------------------------------------------------------------------------
+DIAGNOSIS_SCHEMA = "robustrec.diagnosis/1"
+DIAGNOSIS_FILE = "diagnostics.jsonl"
+DIAGNOSIS_KINDS = ("run", "interpolation")
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """Flatness measures of one run (``kind="run"``), or the loss on the line from ``run`` to
+    ``other`` (``kind="interpolation"``), as ``robustrec diagnose`` measured them.
+
+    ``measures``: name -> finite number, or None where it could not be measured (``loss``,
+    ``grad_norm``, ``top_eigenvalue``, ``hessian_trace``, ``hessian_trace_stderr``, ``sharpness``;
+    ``barrier`` for an interpolation). ``eigenvalues``: the top Hessian eigenvalues, largest first.
+    ``curves``: name -> ``{"x": [...], "y": [...]}`` (``landscape_1d``, ``interpolation``);
+    ``surfaces``: name -> ``{"x": [...], "y": [...], "z": [[...]]}`` with ``z[i][j]`` the value at
+    ``(x[j], y[i])`` (``landscape_2d``). ``settings``: how it was measured (seed, batch size, rho...).
+    """
+
+    dataset: str
+    dataset_fingerprint: str
+    model: str
+    strategy: str
+    strategy_label: str
+    run: str
+    run_seed: int
+    config_hash: str
+    kind: str
+    other: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    measures: dict[str, float | None] = field(default_factory=dict)
+    eigenvalues: list[float] = field(default_factory=list)
+    curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    surfaces: dict[str, dict[str, list]] = field(default_factory=dict)
+    seconds: float = 0.0
+    provenance: dict[str, Any] = field(default_factory=dict)
+    schema: str = DIAGNOSIS_SCHEMA
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, row: Any, where: str = "diagnosis") -> Diagnosis:
+        """A diagnosis from its JSON object, every field checked (DataError naming ``where`` otherwise)."""
+        if not isinstance(row, dict) or row.get("schema") != DIAGNOSIS_SCHEMA:
+            raise DataError(f"{where}: not a robustrec diagnosis record (schema {DIAGNOSIS_SCHEMA})")
+        missing = [k for k, f in cls.__dataclass_fields__.items() if k not in row and f.default is MISSING
+                   and f.default_factory is MISSING]
+        if missing:
+            raise DataError(f"{where}: incomplete diagnosis (no {', '.join(missing)})")
+        for name, check in _DIAGNOSIS_CHECKS.items():
+            if name in row:
+                problem = check(row[name])
+                if problem:
+                    raise DataError(f"{where}: field {name!r} {problem}")
+        if (row["kind"] == "interpolation") != isinstance(row.get("other"), str):
+            raise DataError(f"{where}: field 'other' must name the other run of an interpolation, and be "
+                            "null for a run's own diagnosis")
+        return cls(**{k: row[k] for k in cls.__dataclass_fields__ if k in row})
+
+
+def _kind(value: Any) -> str | None:
+    return None if value in DIAGNOSIS_KINDS else f"must be one of {', '.join(map(repr, DIAGNOSIS_KINDS))}"
+
+
+def _optional_string(value: Any) -> str | None:
+    return None if value is None or isinstance(value, str) else "must be a string or null"
+
+
+def _seconds(value: Any) -> str | None:
+    return None if _is_number(value) and value >= 0 else "must be a finite number >= 0"
+
+
+def _numbers(value: Any) -> str | None:
+    """None for a list of finite numbers, else what is wrong (used inside the checks below)."""
+    if not isinstance(value, list):
+        return "is not a list of numbers"
+    bad = [v for v in value if not _is_number(v)]
+    return f"holds {str(bad[0])[:40]}, not a finite number" if bad else None
+
+
+def _measures(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return "must be a JSON object of measures"
+    for key, number in value.items():
+        if number is not None and not _is_number(number):
+            return f"holds {key} = {str(number)[:40]}, not a finite number or null"
+    return None
+
+
+def _eigenvalues(value: Any) -> str | None:
+    return None if _numbers(value) is None else "must be a list of finite numbers"
+
+
+def _curves(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return "must be a JSON object of curves"
+    for name, curve in value.items():
+        if not isinstance(curve, dict) or "x" not in curve or "y" not in curve:
+            return f"holds {name!r} without 'x' and 'y'"
+        for axis in ("x", "y"):
+            problem = _numbers(curve[axis])
+            if problem:
+                return f"holds {name!r} whose {axis} {problem}"
+        if not curve["x"] or len(curve["x"]) != len(curve["y"]):
+            return f"holds {name!r} with {len(curve['x'])} x and {len(curve['y'])} y values (need as many, >= 1)"
+    return None
+
+
+def _surfaces(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return "must be a JSON object of surfaces"
+    for name, surface in value.items():
+        if not isinstance(surface, dict) or not all(k in surface for k in ("x", "y", "z")):
+            return f"holds {name!r} without 'x', 'y' and 'z'"
+        for axis in ("x", "y"):
+            problem = _numbers(surface[axis])
+            if problem or not surface[axis]:
+                return f"holds {name!r} whose {axis} {problem or 'is empty'}"
+        z, nx, ny = surface["z"], len(surface["x"]), len(surface["y"])
+        if not isinstance(z, list) or len(z) != ny or any(not isinstance(r, list) or len(r) != nx for r in z):
+            return f"holds {name!r} whose z is not {ny} rows (one per y) of {nx} values (one per x)"
+        problem = next((p for r in z if (p := _numbers(r))), None)
+        if problem:
+            return f"holds {name!r} whose z {problem}"
+    return None
+
+
+_DIAGNOSIS_CHECKS = {
+    **{name: _string for name in ("dataset", "dataset_fingerprint", "model", "strategy", "strategy_label", "run",
+                                  "config_hash", "schema")},
+    "run_seed": _integer,
+    "kind": _kind,
+    "other": _optional_string,
+    "settings": _object,
+    "measures": _measures,
+    "eigenvalues": _eigenvalues,
+    "curves": _curves,
+    "surfaces": _surfaces,
+    "seconds": _seconds,
+    "provenance": _object,
+}
+
+
+def write_diagnoses(path: str | Path, diagnoses: list[Diagnosis]) -> Path:
+    """Write ``diagnoses`` to the JSON-lines file ``path`` atomically, each checked as :meth:`Diagnosis.from_json`
+    would read it back (a NaN or a misshapen surface is a DataError and nothing is written)."""
+    path = Path(path)
+    rows = []
+    for n, diagnosis in enumerate(diagnoses, start=1):
+        where = f"{path}:{n}"
+        row = loads_json(dumps_json(diagnosis.to_json(), where), where)  # tuples become lists, as when read
+        Diagnosis.from_json(row, where)
+        rows.append(row)
+    write_jsonl(path, rows)
+    return path
+
+
+def read_diagnoses(path: str | Path) -> list[Diagnosis]:
+    """The diagnoses of one JSON-lines file, each validated."""
+    path = Path(path)
+    return [Diagnosis.from_json(loads_json(line, f"{path}:{n}"), f"{path}:{n}")
+            for n, line in enumerate(read_text(path, "diagnoses").splitlines(), start=1) if line.strip()]
+
+
+def load_diagnoses(*paths: str | Path) -> list[Diagnosis]:
+    """Every diagnosis in the given files or folders, in order. A folder gives its
+    :data:`DIAGNOSIS_FILE`, else every one in its subfolders; a file is read as JSON lines.
+    DataError when a path is missing, holds no diagnosis, or anything in it is malformed."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            try:
+                found = [p / DIAGNOSIS_FILE] if (p / DIAGNOSIS_FILE).is_file() else sorted(
+                    f for f in p.rglob(DIAGNOSIS_FILE) if f.is_file())
+            except OSError as exc:
+                raise DataError(f"cannot search {p} for diagnoses: {exc.strerror or exc}") from None
+            if not found:
+                raise DataError(f"{p}: no diagnoses ({DIAGNOSIS_FILE}) found; write them with robustrec diagnose")
+        elif p.is_file():
+            found = [p]
+        else:
+            raise DataError(f"{p}: no such file or folder")
+        files += [f for f in found if f.resolve() not in {g.resolve() for g in files}]
+    diagnoses = [d for f in files for d in read_diagnoses(f)]
+    if not diagnoses:
+        raise DataError(f"no diagnoses found in {', '.join(map(str, paths)) or 'no path'}")
+    return diagnoses

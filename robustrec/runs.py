@@ -7,7 +7,7 @@ A run folder holds
   and dataset fingerprint in its metadata;
 - ``state.pt``        the resume state after the last finished epoch (tensors and numbers only,
   read with ``torch.load(weights_only=True)``); removed when the run completes;
-- ``log.jsonl``       one line per epoch (JSON, for machines);
+- ``log.jsonl``       one line per epoch (JSON, for machines; with ``mirror_trace``, a "mirror" entry);
 - ``train.log``       the same epochs as readable lines (loss, times, validation metrics) and, once
   the run has finished, a last line with the best epoch and its test metrics;
 - ``metrics.json``    the final metrics: best validation and the test metrics at that epoch.
@@ -76,6 +76,9 @@ class TrainConfig:
     valid_metric: str = DEFAULT_METRIC
     eval_every: int = 1
     threads: int | None = None
+    #: Record what each Mirror Gradient step does (losses, cosines, step norms) in the log's "mirror"
+    #: entry of each epoch (:meth:`robustrec.strategies.Strategy.enable_trace`); training is unchanged.
+    mirror_trace: bool = False
 
     def __post_init__(self) -> None:
         owner = "train"
@@ -87,6 +90,7 @@ class TrainConfig:
         checks.non_negative(owner, "momentum", self.momentum)
         checks.non_negative(owner, "weight_decay", self.weight_decay)
         checks.positive(owner, "lr_decay", self.lr_decay)
+        checks.flag(owner, "mirror_trace", self.mirror_trace)
         if self.threads is not None:
             checks.count(owner, "threads", self.threads, 1)
         for name in ("optimizer", "device", "valid_metric"):
@@ -101,7 +105,7 @@ class TrainConfig:
 
 
 #: Trainer settings added after run folders existed, with the defaults under which they leave a run's hash alone.
-_LATER_SETTINGS = {"lr_decay": 1.0, "lr_decay_epochs": 50}
+_LATER_SETTINGS = {"lr_decay": 1.0, "lr_decay_epochs": 50, "mirror_trace": False}
 
 
 @dataclass(frozen=True)
@@ -154,7 +158,8 @@ class RunSpec:
         """Hash of everything that changes the trained weights, the thread count included (the device
         is left out: a run trained on a GPU is evaluated anywhere; resuming checks it separately).
         A spec without a thread count (runs from before it was recorded) hashes as it always did, and
-        so do settings added later while they keep their defaults (the learning-rate decay)."""
+        so do settings added later while they keep their defaults (the learning-rate decay; the mirror
+        trace, which changes what the log holds, not the weights, so a resume keeps the log whole)."""
         data = self.to_json()
         data["train"].pop("device")
         if data["train"]["threads"] is None:

@@ -153,6 +153,8 @@ def _train(dataset, spec, out, progress, resume, overwrite, max_epochs_this_call
     if trains:
         optimizer = build_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
         strategy.setup(model, optimizer)
+        if cfg.mirror_trace:
+            strategy.enable_trace()
 
     _prepare_folder(out, overwrite)
     if not resuming:
@@ -196,6 +198,9 @@ def _train(dataset, spec, out, progress, resume, overwrite, max_epochs_this_call
             if not math.isfinite(loss):
                 raise RobustRecError(f"training diverged: loss is {loss} at epoch {epoch}; try a lower --lr")
             entry: dict[str, Any] = {"epoch": epoch, "loss": loss, "train_seconds": train_seconds, "eval_seconds": 0.0}
+            mirror = strategy.epoch_summary()
+            if mirror is not None:
+                entry["mirror"] = mirror
             if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
                 start = time.perf_counter()
                 valid = valid_eval.evaluate(model).metrics
@@ -294,9 +299,21 @@ def _epoch_line(entry: dict[str, Any], cfg) -> str:
     what the progress line shows, plus the validation metrics."""
     line = (f"epoch {entry['epoch']}/{cfg.epochs}: loss={entry['loss']:.4f}, {entry['train_seconds']:.2f} s train, "
             f"{entry['eval_seconds']:.2f} s eval")
+    if "mirror" in entry:
+        line += f"; {_mirror_text(entry['mirror'])}"
     if "valid" in entry:
         line += f"; valid {_metric_text(entry['valid'], cfg.valid_metric)}"
     return line + (" (best so far)" if entry.get("best") else "")
+
+
+def _mirror_text(trace: dict[str, Any]) -> str:
+    """``mirror 4 steps: loss -0.0123 descent, +0.0031 ascent (ascended 75%), cos -1.000/+1.000``."""
+    def num(key: str, form: str) -> str:
+        return "n/a" if trace[key] is None else format(trace[key], form)
+
+    return (f"mirror {trace['steps']} steps: loss {num('descent_change', '+.4f')} descent, "
+            f"{num('ascent_change', '+.4f')} ascent (ascended {num('ascended', '.0%')}), "
+            f"cos {num('cos_descent', '+.3f')}/{num('cos_ascent', '+.3f')}")
 
 
 def _metric_text(metrics: dict[str, float], valid_metric: str) -> str:

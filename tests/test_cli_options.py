@@ -23,6 +23,7 @@ MINIMAL = {
     "list": [],
     "ingest": ["--out", "x"],
     "audit": ["run", "--suite", "noise", "--out", "x"],
+    "diagnose": ["run", "--out", "x"],
     "demo": ["--out", "x"],
     "study": ["list"],
 }

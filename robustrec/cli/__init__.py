@@ -36,6 +36,7 @@ SUMMARIES = {
     "evaluate": "evaluate a saved run",
     "compare": "metrics of finished runs side by side",
     "audit": "evaluate trained runs under a perturbation suite",
+    "diagnose": "flatness of trained runs: Hessian, sharpness, loss landscapes",
     "report": "tables and plots of robustness drops from audit records",
     "check": "CI gate: fail when robustness drops exceed budgets",
     "list": "models, strategies, suites, captioners and metrics, with their options",
@@ -47,7 +48,7 @@ COMMANDS = tuple(SUMMARIES)
 #: become the attribute ``robustrec.cli.list`` and hide the built-in ``list`` in this module.
 MODULES = {"list": "listing"}
 #: Commands that run models: torch is imported (and its thread count set) only for these.
-TORCH_COMMANDS = frozenset({"ingest", "train", "evaluate", "audit", "demo", "list"})
+TORCH_COMMANDS = frozenset({"ingest", "train", "evaluate", "audit", "diagnose", "demo", "list"})
 
 #: Exit status when stdout was closed early (128 + SIGPIPE, as a process killed by the signal).
 EXIT_BROKEN_PIPE = 141

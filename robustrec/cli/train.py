@@ -83,6 +83,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-every", type=int, default=DEFAULTS.eval_every, help="validate every N epochs")
     p.add_argument("--topk", type=int_list, default=DEFAULTS.topk, help="comma-separated cut-offs")
     p.add_argument("--valid-metric", default=DEFAULTS.valid_metric, help="model-selection metric on validation")
+    p.add_argument("--mirror-trace", action="store_true",
+                   help="mirror: record each mirror step's losses before, after the descent and after the ascent "
+                        "half, and the cosines of its moves with the gradients, per epoch in RUN/log.jsonl "
+                        "(plot: reports.plot_trace); training is unchanged")
     p.add_argument("--seed", type=int, help=f"training seed (default: {DEFAULTS.seed}; not with --seeds)")
     p.add_argument("--seeds", type=int_list, help="train one run per seed into OUT/seed-<S>")
     add_device_argument(p)
@@ -134,8 +138,12 @@ def run(args: argparse.Namespace) -> int:
             topk=tuple(args.topk),
             valid_metric=args.valid_metric.lower(),
             eval_every=args.eval_every,
+            mirror_trace=args.mirror_trace,
         ),
     )
+    if args.mirror_trace and "mirror" not in args.strategy.split("+"):
+        raise ConfigError(f"--mirror-trace records Mirror Gradient steps, and strategy {args.strategy!r} takes "
+                          "none: use --strategy mirror (or OBJECTIVE+mirror, e.g. amr+mirror)")
     resolve_device(args.device)
     seeds = args.seeds or (None,)
     if args.seeds and len(set(args.seeds)) != len(args.seeds):

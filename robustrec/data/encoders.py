@@ -29,6 +29,7 @@ import functools
 import hashlib
 import importlib.util
 import logging
+import math
 import re
 import zipfile
 from abc import ABC, abstractmethod
@@ -104,8 +105,20 @@ IMAGE_ENCODERS: Registry[ImageEncoder] = Registry("image encoder")
 
 
 def _l2_normalise(matrix: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
+    """Rows scaled to unit length, with the same bytes on every CPU. numpy's vectorised reductions
+    may sum in another order on another instruction set, so each row's sum of squares is taken
+    exactly instead (float32 squares are exact in float64; ``math.fsum`` rounds once)."""
+    rows = np.asarray(matrix, dtype=np.float64)
+    norms = np.array([math.sqrt(math.fsum(row * row)) for row in rows]).reshape(-1, 1)
+    return (rows / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def _log1p(values: np.ndarray) -> np.ndarray:
+    """``log1p`` with the same bytes on every CPU: numpy's float32 ``log1p`` uses Intel's SVML on
+    AVX-512 machines and the C library elsewhere, which differ in the last bit (this moved the hashing
+    encoder's features between machines). The C library's, through ``math``, on each distinct value."""
+    distinct, where = np.unique(values, return_inverse=True)
+    return np.array([math.log1p(v) for v in distinct.tolist()], dtype=values.dtype)[where].reshape(values.shape)
 
 
 def _package_installed(module: str) -> bool:
@@ -234,7 +247,7 @@ class HashingTextEncoder(TextEncoder):
             vals += weights.values()
         counts = sp.csr_matrix((vals, (rows, cols)), shape=(len(texts), self.buckets), dtype=np.float32)
         counts.sum_duplicates()
-        counts.data = np.log1p(counts.data)
+        counts.data = _log1p(counts.data)
         return _l2_normalise(np.asarray(counts @ self.projection))
 
 

@@ -2,7 +2,8 @@
 
 A strategy owns the optimizer calls for one step on one prepared batch (negatives already sampled).
 The trainer only calls :meth:`Strategy.setup`, :meth:`Strategy.on_epoch_start` and
-:meth:`Strategy.step`; it never asks which strategy it holds.
+:meth:`Strategy.step` (and, for ``--mirror-trace``, :meth:`Strategy.enable_trace` and
+:meth:`Strategy.epoch_summary`); it never asks which strategy it holds.
 
 Strategies that change *what* is minimised (plain, AMR) implement :meth:`Strategy.objective`; those
 that change *how* the parameters move (Mirror Gradient, SAM) implement :meth:`Strategy.step` and may
@@ -45,6 +46,14 @@ class Strategy:
 
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         """Called before each epoch (epochs counted from 1)."""
+
+    def enable_trace(self) -> None:
+        """Record what each step does from now on (Mirror Gradient's mirror steps; nothing by default)."""
+
+    def epoch_summary(self) -> dict[str, Any] | None:
+        """The traced steps of the epoch just finished, aggregated, then forgotten; ``None`` when
+        nothing was recorded (no trace, or no mirror step in the epoch)."""
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors, numbers and lists only (saved with the run's resume state)."""

@@ -7,6 +7,11 @@ exactly these values, and existing datasets were written byte for byte like this
 a change users see: new caches are rebuilt from scratch and datasets no longer compare equal. Change a
 digest only on purpose, and say so in the release notes.
 
+The three ``text_feat.npy`` digests changed once, on purpose (2026-12-02): the hashing encoder's
+``log1p`` came from numpy, whose float32 kernel is Intel's SVML on AVX-512 machines and the C library
+elsewhere, so these bytes differed in the last bit from one machine to another (the old digests held
+on AVX-512 machines only). It now takes the C library's on every machine (``encoders._log1p``).
+
 Inputs are written as BMP (uncompressed, so the bytes do not depend on the zlib version) and encoded
 with the built-in ``hashing`` and ``pixels`` encoders (no model weights).
 """
@@ -115,7 +120,7 @@ CSV_DIGESTS = {
     "images/105.png": "b75366e7f011a25a",
     "items.jsonl": "a10e7a22b250ac01",
     "ml.inter": "39dcebeb7ed0931d",
-    "text_feat.npy": "45e797976200c058",
+    "text_feat.npy": "fa74200e43828b49",
 }
 AMAZON_DIGESTS = {
     "features.json": "f02fa0005342d82a",
@@ -126,7 +131,7 @@ AMAZON_DIGESTS = {
     "images/B03.png": "78bdf537de2f1522",
     "images/B04.png": "587c2e1015430fa8",
     "items.jsonl": "f8780462cf08e8e8",
-    "text_feat.npy": "5036e8ee58dcdd80",
+    "text_feat.npy": "c716d4bd5dfd67f1",
     "toys.inter": "f470f9cf6dfad701",
 }
 SYNTHETIC_DIGESTS = {
@@ -134,7 +139,7 @@ SYNTHETIC_DIGESTS = {
     "image_feat.npy": "18da5b939c6544fa",
     "items.jsonl": "762a799ff6041af5",
     "shop.inter": "8afe1f30bcb1ac9c",
-    "text_feat.npy": "b8e6f7350d4fd0ef",
+    "text_feat.npy": "115d315f38ab25fb",
     "pixels": "11e53384ea08a9d7",
     "n_images": "30",
 }
