@@ -70,18 +70,26 @@ class Record:
     @classmethod
     def from_json(cls, row: Any, where: str = "record") -> Record:
         """A record from its JSON object, every field checked (DataError naming ``where`` otherwise)."""
-        if not isinstance(row, dict) or row.get("schema") != SCHEMA:
-            raise DataError(f"{where}: not a robustrec result record (schema {SCHEMA})")
-        missing = [k for k, f in cls.__dataclass_fields__.items() if k not in row and f.default is MISSING
-                   and f.default_factory is MISSING]
-        if missing:
-            raise DataError(f"{where}: incomplete record (no {', '.join(missing)})")
-        for name, check in _FIELD_CHECKS.items():
-            if name in row:
-                problem = check(row[name])
-                if problem:
-                    raise DataError(f"{where}: field {name!r} {problem}")
-        return cls(**{k: row[k] for k in cls.__dataclass_fields__ if k in row})
+        return cls(**_checked_fields(cls, row, where, SCHEMA, ("result record", "record"), _FIELD_CHECKS))
+
+
+def _checked_fields(cls: type, row: Any, where: str, schema: str, nouns: tuple[str, str],
+                    checks: dict[str, Any]) -> dict[str, Any]:
+    """The fields of the dataclass ``cls`` in the JSON object ``row``, once its schema is ``schema``,
+    every required field is there and each field passes its check in ``checks`` (DataError naming
+    ``where`` and what is wrong otherwise; ``nouns``: what the object is, in full and short)."""
+    if not isinstance(row, dict) or row.get("schema") != schema:
+        raise DataError(f"{where}: not a robustrec {nouns[0]} (schema {schema})")
+    missing = [k for k, f in cls.__dataclass_fields__.items() if k not in row and f.default is MISSING
+               and f.default_factory is MISSING]
+    if missing:
+        raise DataError(f"{where}: incomplete {nouns[1]} (no {', '.join(missing)})")
+    for name, check in checks.items():
+        if name in row:
+            problem = check(row[name])
+            if problem:
+                raise DataError(f"{where}: field {name!r} {problem}")
+    return {k: row[k] for k in cls.__dataclass_fields__ if k in row}
 
 
 # -- field validation: each check returns None when the value is fine, else what is wrong with it --
@@ -311,21 +319,12 @@ class Diagnosis:
     @classmethod
     def from_json(cls, row: Any, where: str = "diagnosis") -> Diagnosis:
         """A diagnosis from its JSON object, every field checked (DataError naming ``where`` otherwise)."""
-        if not isinstance(row, dict) or row.get("schema") != DIAGNOSIS_SCHEMA:
-            raise DataError(f"{where}: not a robustrec diagnosis record (schema {DIAGNOSIS_SCHEMA})")
-        missing = [k for k, f in cls.__dataclass_fields__.items() if k not in row and f.default is MISSING
-                   and f.default_factory is MISSING]
-        if missing:
-            raise DataError(f"{where}: incomplete diagnosis (no {', '.join(missing)})")
-        for name, check in _DIAGNOSIS_CHECKS.items():
-            if name in row:
-                problem = check(row[name])
-                if problem:
-                    raise DataError(f"{where}: field {name!r} {problem}")
-        if (row["kind"] == "interpolation") != isinstance(row.get("other"), str):
+        fields = _checked_fields(cls, row, where, DIAGNOSIS_SCHEMA, ("diagnosis record", "diagnosis"),
+                                 _DIAGNOSIS_CHECKS)
+        if (fields["kind"] == "interpolation") != isinstance(fields.get("other"), str):
             raise DataError(f"{where}: field 'other' must name the other run of an interpolation, and be "
                             "null for a run's own diagnosis")
-        return cls(**{k: row[k] for k in cls.__dataclass_fields__ if k in row})
+        return cls(**fields)
 
 
 def _kind(value: Any) -> str | None:
