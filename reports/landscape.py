@@ -26,7 +26,16 @@ from robustrec.io import atomic_path
 from robustrec.records import Diagnosis
 
 from .drops import row_label, strategy_display, strategy_order
-from .plots import METADATA, PALETTE, PANEL_SIZE, STRATEGY_COLORS, _fit_texts, paper_style, plot_format
+from .plots import (
+    MARKERS,
+    METADATA,
+    PALETTE,
+    PANEL_SIZE,
+    STRATEGY_COLORS,
+    _fit_texts,
+    paper_style,
+    plot_format,
+)
 
 LANDSCAPE = "landscape_1d"
 SURFACE = "landscape_2d"
@@ -119,6 +128,12 @@ def _line_label(d: Diagnosis, seeds_shown: bool) -> str:
     return f"{label}, seed {d.run_seed}" if seeds_shown else label
 
 
+def _seed_style(index: int) -> dict[str, str]:
+    """Line style and marker of the ``index``-th seed: distinct for 4 x 10 seeds (styles first)."""
+    return {"linestyle": LINESTYLES[index % len(LINESTYLES)],
+            "marker": MARKERS[index // len(LINESTYLES) % len(MARKERS)]}
+
+
 def _curves_figure(diagnoses: list[Diagnosis], name: str, xlabel: str, subject: str, title: str | None) -> Any:
     from matplotlib.lines import Line2D
 
@@ -133,9 +148,9 @@ def _curves_figure(diagnoses: list[Diagnosis], name: str, xlabel: str, subject: 
         for ax, ((dataset, model), members) in zip(axes, groups.items()):
             for d in sorted(members, key=lambda d: (strategy_order(d.strategy), d.run_seed)):
                 curve = d.curves[name]
-                style = {"color": colors[d.strategy],
-                         "linestyle": LINESTYLES[seeds.index(d.run_seed) % len(LINESTYLES)]}
-                ax.plot(curve["x"], curve["y"], marker="o", markersize=2.5, **style)
+                style = _seed_style(seeds.index(d.run_seed))
+                style["color"] = colors[d.strategy]
+                ax.plot(curve["x"], curve["y"], markersize=2.5, **style)
                 entries.setdefault(_line_label(d, seeds_shown), Line2D([], [], **style))
             for x in (0.0, 1.0) if name == INTERPOLATION else (0.0,):
                 ax.axvline(x, color="0.3", linewidth=0.6, zorder=1)
