@@ -38,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="also the loss between two runs of the same model (repeatable)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for diagnostics.jsonl and the plots")
     p.add_argument("--measures", type=_measures, default=default.measures, metavar="M,M,...",
-                   help=f"what to measure (default: all of {','.join(MEASURES)})")
+                   help=f"what to measure, from {','.join(MEASURES)} (default: all)")
     p.add_argument("--seed", type=int, default=default.seed, help="seed of every random draw (default %(default)s)")
     p.add_argument("--batch-size", type=int, help="batch size of the measured loss (default: each run's)")
     p.add_argument("--interactions", type=int,
@@ -56,7 +56,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_device_argument(p)
     p.add_argument("--allow-unfinished", action="store_true",
                    help="diagnose runs whose training has not finished (their best checkpoint so far)")
-    p.add_argument("--no-plots", dest="plots", action="store_false", help="write the records only")
+    p.add_argument("--no-plots", dest="plots", action="store_false",
+                   help="write the records only (default: the records and the plots)")
     p.set_defaults(func=run)
 
 
