@@ -39,7 +39,10 @@ CLEAN_REPEAT = -1
 
 
 @dataclass(frozen=True)
-class Record:
+class RunIdentity:
+    """Which trained run a record is about: what audits and diagnoses share, and what reports join on
+    (``dataset_fingerprint``, ``config_hash``)."""
+
     dataset: str
     dataset_fingerprint: str
     model: str
@@ -48,6 +51,10 @@ class Record:
     run: str
     run_seed: int
     config_hash: str
+
+
+@dataclass(frozen=True)
+class Record(RunIdentity):
     suite: str
     severity: float
     severity_name: str
@@ -282,7 +289,7 @@ DIAGNOSIS_KINDS = ("run", "interpolation")
 
 
 @dataclass(frozen=True)
-class Diagnosis:
+class Diagnosis(RunIdentity):
     """Flatness measures of one run (``kind="run"``), or the loss on the line from ``run`` to
     ``other`` (``kind="interpolation"``), as ``robustrec diagnose`` measured them.
 
@@ -294,14 +301,6 @@ class Diagnosis:
     ``(x[j], y[i])`` (``landscape_2d``). ``settings``: how it was measured (seed, batch size, rho...).
     """
 
-    dataset: str
-    dataset_fingerprint: str
-    model: str
-    strategy: str
-    strategy_label: str
-    run: str
-    run_seed: int
-    config_hash: str
     kind: str
     other: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
