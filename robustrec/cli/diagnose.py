@@ -105,7 +105,8 @@ def write_plots(results, runs, out: Path) -> list[Path]:
     pairs = [d for d in results if d.kind == "interpolation"]
     if pairs:
         written.append(plot_interpolation(pairs, out / "interpolation.png"))
-    traced = [r for r in runs if open_run(r).spec.train.mirror_trace and "mirror" in open_run(r).spec.strategy]
+    specs = {r: open_run(r).spec for r in runs}
+    traced = [r for r, spec in specs.items() if spec.train.mirror_trace and "mirror" in spec.strategy]
     if traced:
         written.append(plot_trace(traced, out / "mirror-trace.png"))
     return [Path(p) for p in written]

@@ -91,7 +91,7 @@ class DiagnoseConfig:
         checks.positive(owner, "rho", self.rho)
         checks.positive(owner, "span", self.span)
 
-    def settings(self, run: Run, objective: TrainingLoss) -> dict[str, Any]:
+    def settings(self, objective: TrainingLoss) -> dict[str, Any]:
         """The settings a record keeps: this config with the loss actually measured filled in."""
         out = asdict(self)
         out["measures"] = list(self.measures)
@@ -212,7 +212,7 @@ def diagnose_run(run: Run, dataset: Dataset, config: DiagnoseConfig, *, progress
                 xs, ys, z = step("surface", 0, lambda: landscape_2d(objective, first, second, config.surface_points,
                                                                     config.span, lambda: bar.update(1)))
                 surfaces["landscape_2d"] = {"x": xs, "y": ys, "z": z}
-    return _diagnosis(run, dataset, "run", None, config.settings(run, objective), measures, eigenvalues,
+    return _diagnosis(run, dataset, "run", None, config.settings(objective), measures, eigenvalues,
                       curves, surfaces, time.perf_counter() - start, config, threads, timings)
 
 
@@ -230,7 +230,7 @@ def interpolate_runs(run: Run, other: Run, dataset: Dataset, config: DiagnoseCon
                          unit="evaluations", enabled=progress) as bar:
         xs, ys = interpolation(objective, target, config.points, on_point=lambda: bar.update(1))
     measures = {"loss": ys[xs.index(0.0)], "barrier": barrier(xs, ys)}
-    return _diagnosis(run, dataset, "interpolation", str(other.path), config.settings(run, objective), measures,
+    return _diagnosis(run, dataset, "interpolation", str(other.path), config.settings(objective), measures,
                       [], {"interpolation": {"x": xs, "y": ys}}, {}, time.perf_counter() - start, config, threads,
                       {}, other_label=other.info.get("strategy_label", other.spec.strategy))
 
